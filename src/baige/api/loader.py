@@ -1,0 +1,254 @@
+"""Reading specs from YAML with errors that point at the file, line and field.
+
+A user who mistypes a field in a 200-line spec should be told ``job.yaml:14: accelerators.count:
+must be at least 1``, not shown a traceback; so the loader keeps the YAML node tree alongside
+the data and maps every validation error back to the line it came from.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeAlias
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from baige.api.nodes import NodeSpec, PoolSpec
+from baige.api.queues import QueueSpec
+from baige.api.workloads import InferenceServiceSpec, TrainingJobSpec
+
+__all__ = [
+    "KINDS",
+    "AnySpec",
+    "SpecError",
+    "SpecProblem",
+    "load_spec_file",
+    "load_specs",
+    "parse_spec",
+    "read_documents",
+]
+
+AnySpec: TypeAlias = TrainingJobSpec | InferenceServiceSpec | QueueSpec | NodeSpec | PoolSpec
+
+KINDS: dict[str, type[BaseModel]] = {
+    "TrainingJob": TrainingJobSpec,
+    "InferenceService": InferenceServiceSpec,
+    "Queue": QueueSpec,
+    "Node": NodeSpec,
+    "Pool": PoolSpec,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SpecProblem:
+    """One thing wrong with a spec, located as precisely as the input allows."""
+
+    source: str
+    line: int | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = self.source if self.line is None else f"{self.source}:{self.line}"
+        return (
+            f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        )
+
+
+class SpecError(ValueError):
+    """A spec could not be read; ``problems`` lists every fault found, each with its line."""
+
+    def __init__(self, problems: list[SpecProblem]) -> None:
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems
+
+    def as_dicts(self) -> list[dict[str, object]]:
+        """The problems in a shape an API can return as JSON."""
+        return [
+            {"source": p.source, "line": p.line, "field": p.field, "message": p.message}
+            for p in self.problems
+        ]
+
+
+def _line(node: yaml.Node | None) -> int | None:
+    return None if node is None else node.start_mark.line + 1
+
+
+def _child(node: yaml.Node | None, part: str | int) -> yaml.Node | None:
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.value == str(part):
+                child_value: yaml.Node = value
+                return child_value
+    if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+        child: yaml.Node = node.value[part]
+        return child
+    return None
+
+
+def _key_node(node: yaml.Node | None, part: str | int) -> yaml.Node | None:
+    if isinstance(node, yaml.MappingNode):
+        for key, _ in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.value == str(part):
+                return key
+    return None
+
+
+def _model_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> type[BaseModel] | None:
+    """The pydantic model that owns the field at ``loc``, to suggest its valid field names."""
+    current: type[BaseModel] | None = model
+    for part in loc:
+        if current is None or not isinstance(part, str) or part not in current.model_fields:
+            return current if isinstance(part, int) else None
+        annotation = current.model_fields[part].annotation
+        current = None
+        candidates = (
+            typing.get_args(annotation)
+            if isinstance(annotation, types.UnionType)
+            or typing.get_origin(annotation) is typing.Union
+            else (annotation,)
+        )
+        for candidate in candidates:
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                current = candidate
+    return current
+
+
+def _describe(error: Any, model: type[BaseModel], loc: tuple[str | int, ...]) -> str:
+    kind = error["type"]
+    message = str(error["msg"])
+    if kind == "extra_forbidden":
+        owner = _model_at(model, loc[:-1])
+        if owner is not None:
+            allowed = sorted(owner.model_fields)
+            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            return f"unknown field{hint} (allowed: {', '.join(allowed)})"
+        return "unknown field"
+    if kind == "missing":
+        return "required field is missing"
+    return message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+
+
+def _duplicate_keys(node: yaml.Node, source: str, path: str = "") -> list[SpecProblem]:
+    problems: list[SpecProblem] = []
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key, value in node.value:
+            name = str(key.value)
+            field = f"{path}.{name}" if path else name
+            if name in seen:
+                problems.append(
+                    SpecProblem(source, _line(key), field, "appears twice; each field once")
+                )
+            seen.add(name)
+            problems += _duplicate_keys(value, source, field)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            problems += _duplicate_keys(item, source, f"{path}[{index}]")
+    return problems
+
+
+def parse_spec(data: object, source: str = "<spec>", node: yaml.Node | None = None) -> AnySpec:
+    """Validate one already-parsed document (a dict) into its spec model by ``kind``."""
+    if not isinstance(data, dict):
+        raise SpecError(
+            [SpecProblem(source, _line(node), "", "a spec must be a mapping with a 'kind' field")]
+        )
+    kind = data.get("kind")
+    if kind not in KINDS:
+        close = difflib.get_close_matches(str(kind), list(KINDS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        message = "required field is missing" if kind is None else f"unknown kind {kind!r}{hint}"
+        raise SpecError(
+            [
+                SpecProblem(
+                    source,
+                    _line(_child(node, "kind") or node),
+                    "kind",
+                    f"{message} (one of: {', '.join(KINDS)})",
+                )
+            ]
+        )
+    model = KINDS[str(kind)]
+    try:
+        spec = model.model_validate(data)
+    except ValidationError as err:
+        problems = []
+        for error in err.errors():
+            loc = tuple(error["loc"])
+            target: yaml.Node | None = node
+            for part in loc:
+                nxt = _child(target, part)
+                if nxt is None:
+                    nxt = _key_node(target, part)
+                if nxt is None:
+                    break
+                target = nxt
+            if error["type"] == "extra_forbidden":
+                target = _key_node(_walk(node, loc[:-1]), loc[-1]) or target
+            field = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(
+                ".[", "["
+            )
+            problems.append(SpecProblem(source, _line(target), field, _describe(error, model, loc)))
+        raise SpecError(problems) from None
+    return typing.cast(AnySpec, spec)
+
+
+def _walk(node: yaml.Node | None, loc: tuple[str | int, ...]) -> yaml.Node | None:
+    for part in loc:
+        node = _child(node, part)
+    return node
+
+
+def read_documents(text: str, source: str) -> tuple[list[yaml.Node], list[object]]:
+    """The YAML documents in ``text``: their node trees (for line numbers) and their data.
+    Syntax errors become a :class:`SpecError` naming the line."""
+    try:
+        nodes = [n for n in yaml.compose_all(text, Loader=yaml.SafeLoader) if n is not None]
+        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        line = None if mark is None else mark.line + 1
+        problem = err.problem or err.context or "cannot be parsed"
+        raise SpecError([SpecProblem(source, line, "", f"invalid YAML: {problem}")]) from None
+    except yaml.YAMLError as err:
+        raise SpecError([SpecProblem(source, None, "", f"invalid YAML: {err}")]) from None
+    return nodes, documents
+
+
+def load_specs(text: str, source: str = "<string>") -> list[AnySpec]:
+    """Every spec in a (multi-document) YAML text, or a :class:`SpecError` listing all faults."""
+    nodes, documents = read_documents(text, source)
+    if not documents:
+        raise SpecError([SpecProblem(source, None, "", "no spec found: the file is empty")])
+    problems: list[SpecProblem] = []
+    specs: list[AnySpec] = []
+    for node, data in zip(nodes, documents, strict=True):
+        duplicates = _duplicate_keys(node, source)
+        if duplicates:
+            problems += duplicates
+            continue
+        try:
+            specs.append(parse_spec(data, source, node))
+        except SpecError as err:
+            problems += err.problems
+    if problems:
+        raise SpecError(problems)
+    return specs
+
+
+def load_spec_file(path: str | Path) -> list[AnySpec]:
+    """Every spec in a YAML file; an unreadable file is a :class:`SpecError` naming it."""
+    location = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError([SpecProblem(location, None, "", "file not found")]) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise SpecError([SpecProblem(location, None, "", f"cannot be read: {err}")]) from None
+    return load_specs(text, location)

@@ -1,0 +1,230 @@
+"""What users submit: training jobs and inference services, and the status Baige reports.
+
+A training job is a gang (all replicas or none), optionally elastic between ``min_replicas``
+and ``replicas``. An inference service's replicas are independent, may each take a share of
+one card, and by default outrank training so that serving capacity is there when load comes.
+Commands are argument lists, never shell strings: nothing a user writes reaches a shell.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from baige.api.common import AcceleratorType, Labels, Name, SpecModel
+from baige.api.quantities import CpuMilli, DurationSeconds, MemoryMiB
+
+__all__ = [
+    "DEFAULT_INFERENCE_PRIORITY",
+    "AcceleratorRequest",
+    "Autoscale",
+    "CheckpointPolicy",
+    "InferenceServiceSpec",
+    "Phase",
+    "ReplicaPlacement",
+    "Resources",
+    "TopologyLevel",
+    "TopologyPolicy",
+    "TrainingJobSpec",
+    "WorkloadSpec",
+    "WorkloadStatus",
+]
+
+DEFAULT_INFERENCE_PRIORITY = 1000
+MAX_REPLICAS = 100_000
+
+
+class AcceleratorRequest(SpecModel):
+    """Accelerators for ONE replica: ``count`` whole cards, or a ``share`` of one card.
+
+    ``types`` lists the accepted accelerator types in order of preference; the scheduler
+    tries them in that order and never places a replica on a type that is not listed.
+    """
+
+    count: int = Field(default=1, ge=1, le=64)
+    share: float | None = Field(default=None, gt=0, le=1)
+    types: tuple[AcceleratorType, ...] = Field(min_length=1)
+
+    @field_validator("types", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return (value,) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _coherent(self) -> AcceleratorRequest:
+        if len(set(self.types)) != len(self.types):
+            raise ValueError(f"types lists an accelerator type twice: {list(self.types)}")
+        if self.share is not None and self.share < 1 and self.count != 1:
+            raise ValueError(
+                "share applies to a single card: use count: 1 with share, or whole cards"
+            )
+        if self.share is not None and round(self.share * 1000) < 1:
+            raise ValueError(f"share {self.share} is below the smallest share, 0.001 of a card")
+        return self
+
+    @property
+    def milli(self) -> int:
+        """Thousandths of a card per device (1000 = a whole card)."""
+        return 1000 if self.share is None else round(self.share * 1000)
+
+
+class Resources(SpecModel):
+    """Host resources for ONE replica (0 = not requested)."""
+
+    cpu: CpuMilli = 0
+    memory: MemoryMiB = 0
+
+
+class TopologyLevel(StrEnum):
+    """How tightly a gang must be packed; ``any`` still prefers the smallest domain."""
+
+    NODE = "node"
+    RACK = "rack"
+    BLOCK = "block"
+    ANY = "any"
+
+
+class TopologyPolicy(SpecModel):
+    """``required``: the gang must fit inside one domain of that level or wait."""
+
+    required: TopologyLevel = TopologyLevel.ANY
+
+
+class CheckpointPolicy(SpecModel):
+    """How a job checkpoints; a checkpoint-aware job is cheaper to preempt or shrink."""
+
+    interval: DurationSeconds = Field(default=600.0, gt=0)
+    directory: str | None = None
+
+
+class _WorkloadBase(SpecModel):
+    name: Name
+    queue: Name
+    accelerators: AcceleratorRequest
+    resources: Resources = Field(default_factory=Resources)
+    command: tuple[str, ...] = Field(min_length=1)
+    env: dict[str, str] = Field(default_factory=dict)
+    working_dir: str | None = None
+    labels: Labels
+    pool: Name | None = None
+    node_selector: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _argv_only(cls, value: object) -> object:
+        if isinstance(value, str):
+            raise ValueError(
+                "command must be a list of arguments such as [python, train.py], not a shell "
+                "string: Baige never runs commands through a shell"
+            )
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if (
+                not key
+                or not (key[0].isalpha() or key[0] == "_")
+                or not all(c.isalnum() or c == "_" for c in key)
+            ):
+                raise ValueError(f"env name {key!r} is not a valid environment variable name")
+        return value
+
+
+class TrainingJobSpec(_WorkloadBase):
+    """A gang of ``replicas`` processes; elastic down to ``min_replicas`` when given."""
+
+    kind: Literal["TrainingJob"] = "TrainingJob"
+    replicas: int = Field(default=1, ge=1, le=MAX_REPLICAS)
+    min_replicas: int | None = Field(default=None, ge=1)
+    priority: int = 0
+    preemptible: bool = True
+    time_limit: DurationSeconds | None = None
+    checkpoint: CheckpointPolicy | None = None
+    topology: TopologyPolicy = Field(default_factory=TopologyPolicy)
+    max_restarts: int = Field(default=3, ge=0)
+
+    @model_validator(mode="after")
+    def _elastic_range(self) -> TrainingJobSpec:
+        if self.min_replicas is not None and self.min_replicas > self.replicas:
+            raise ValueError(
+                f"min_replicas ({self.min_replicas}) exceeds replicas ({self.replicas})"
+            )
+        return self
+
+    @property
+    def elastic(self) -> bool:
+        return self.min_replicas is not None and self.min_replicas < self.replicas
+
+
+class Autoscale(SpecModel):
+    """Scale replicas with load: between ``min_replicas`` and ``max_replicas``."""
+
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int = Field(ge=1, le=MAX_REPLICAS)
+    target_qps_per_replica: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _range(self) -> Autoscale:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"min_replicas ({self.min_replicas}) exceeds max_replicas ({self.max_replicas})"
+            )
+        return self
+
+
+class InferenceServiceSpec(_WorkloadBase):
+    """Independent replicas serving requests; each may use a share of one card."""
+
+    kind: Literal["InferenceService"] = "InferenceService"
+    replicas: int = Field(default=1, ge=0, le=MAX_REPLICAS)
+    priority: int = DEFAULT_INFERENCE_PRIORITY
+    preemptible: bool = False
+    latency_sensitive: bool = True
+    port: int | None = Field(default=None, ge=1, le=65535)
+    autoscale: Autoscale | None = None
+
+
+WorkloadSpec = Annotated[TrainingJobSpec | InferenceServiceSpec, Field(discriminator="kind")]
+
+
+class Phase(StrEnum):
+    """A workload's life: pending → admitted → running → one terminal phase."""
+
+    PENDING = "pending"
+    ADMITTED = "admitted"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    PREEMPTED = "preempted"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in {Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED}
+
+
+class ReplicaPlacement(SpecModel):
+    """Where one replica runs: a node, device indices on it, and the share of each device."""
+
+    node: Name
+    devices: tuple[int, ...]
+    milli: int = Field(default=1000, ge=1, le=1000)
+
+
+class WorkloadStatus(SpecModel):
+    """What Baige reports about a workload; ``reason`` always says why it is where it is."""
+
+    phase: Phase = Phase.PENDING
+    reason: str = ""
+    accelerator_type: str | None = None
+    placements: tuple[ReplicaPlacement, ...] = ()
+    restarts: int = 0
+    submitted_at: datetime | None = None
+    admitted_at: datetime | None = None
+    finished_at: datetime | None = None
+    exit_code: int | None = None

@@ -1,0 +1,67 @@
+"""Finding this machine's accelerators, or declaring fake ones.
+
+NVIDIA GPUs are found through ``nvidia-smi`` when it is installed; everywhere else a
+developer declares fake accelerators (``h100:8``) so the whole platform runs on a laptop:
+the fake cards are real to the scheduler and the visibility variables, and nothing else.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections import Counter
+from dataclasses import dataclass
+
+from baige.hw.catalog import UnknownAcceleratorError, get_chip
+
+__all__ = ["Accelerators", "discover", "parse_fake"]
+
+
+@dataclass(frozen=True, slots=True)
+class Accelerators:
+    """``count`` cards of catalog type ``type`` on one node."""
+
+    type: str
+    count: int
+    fake: bool
+
+
+def parse_fake(text: str) -> Accelerators:
+    """``"h100:8"`` → 8 fake H100; a clear ``ValueError`` otherwise."""
+    name, _, count = text.partition(":")
+    try:
+        chip = get_chip(name)
+    except UnknownAcceleratorError as err:
+        raise ValueError(str(err)) from None
+    try:
+        number = int(count or "8")
+    except ValueError:
+        raise ValueError(f"{text!r}: the count after ':' must be a whole number") from None
+    if not 1 <= number <= 64:
+        raise ValueError(f"{text!r}: a node holds 1 to 64 accelerators")
+    return Accelerators(chip.key, number, fake=True)
+
+
+def discover() -> Accelerators | None:
+    """This machine's NVIDIA GPUs (the most common model), or None if there are none."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        out = subprocess.run(
+            [smi, "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    names = Counter(line.strip() for line in out.splitlines() if line.strip())
+    if not names:
+        return None
+    name, count = names.most_common(1)[0]
+    try:
+        return Accelerators(get_chip(name).key, count, fake=False)
+    except UnknownAcceleratorError:
+        return None
