@@ -1,0 +1,482 @@
+"""From a scenario to what the engine runs: nodes, queues, training jobs, services.
+
+The only module of the simulator that reads trace files (through :mod:`baige.sim.traces`).
+Randomness comes from the scenario's seed, one independent stream per purpose, so adding
+failures to a scenario does not change its jobs.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from baige.sched.model import MILLI, Kind, Node, Queue, Quota, Request, Workload
+from baige.sim.scenario import (
+    AlibabaNodes,
+    AlibabaPods,
+    CsvJobs,
+    InferenceSpec,
+    JobClass,
+    LoadedScenario,
+    SyntheticJobs,
+    TypesFromModels,
+)
+from baige.sim.traces import (
+    AlibabaPod,
+    read_alibaba_nodes,
+    read_alibaba_pods,
+    read_job_csv,
+    read_qps_curve,
+)
+
+__all__ = [
+    "Built",
+    "Curve",
+    "Service",
+    "TrainingJob",
+    "build",
+    "build_cluster",
+    "pod_request",
+    "rng_for",
+]
+
+_SINGLE_TYPE = "gpu"
+
+
+def rng_for(seed: int, purpose: str) -> random.Random:
+    """An independent random stream per purpose (jobs, failures, …) for one seed."""
+    return random.Random(f"{seed}/{purpose}")
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingJob:
+    """A training job to submit at ``workload.created_at``: it needs ``work``
+    replica-seconds (its run time at full size times its replicas)."""
+
+    workload: Workload
+    work: float
+    group: str  # its class, for reporting
+
+    @property
+    def submit(self) -> float:
+        return self.workload.created_at
+
+
+@dataclass(frozen=True, slots=True)
+class Curve:
+    """A daily demand shape: values in 0..1 spread evenly over ``period`` seconds."""
+
+    values: tuple[float, ...]
+    period: float
+    floor: float = 0.0
+
+    def at(self, t: float) -> float:
+        position = (t % self.period) / self.period * len(self.values)
+        index = int(position)
+        frac = position - index
+        low = self.values[index % len(self.values)]
+        high = self.values[(index + 1) % len(self.values)]
+        return max(self.floor, low + (high - low) * frac)
+
+    @staticmethod
+    def diurnal(period: float = 86400.0, floor: float = 0.0) -> Curve:
+        """A smooth day: lowest at 04:00, highest at 16:00."""
+        points = 96
+        values = tuple(
+            0.5 - 0.5 * math.cos(2 * math.pi * (i / points - 4 / 24)) for i in range(points)
+        )
+        return Curve(values, period, floor)
+
+
+@dataclass(slots=True)
+class Service:
+    """An inference service: replicas (each its own workload, as pods of a deployment) that
+    the autoscaler keeps at the demand between ``start`` and ``end``."""
+
+    name: str
+    template: Workload  # one replica
+    start: float
+    end: float
+    peak: int
+    minimum: int
+    curve: Curve | None = None  # None: a constant demand of ``peak`` replicas
+    phase: float = 0.0
+    replicas: list[str] = field(default_factory=list)  # live replica workloads, oldest first
+    next_replica: int = 0
+
+    def needed(self, t: float) -> int:
+        if t < self.start or t >= self.end:
+            return 0
+        if self.curve is None:
+            return self.peak
+        wanted = math.ceil(self.peak * self.curve.at(t + self.phase) - 1e-9)
+        return max(self.minimum, min(self.peak, wanted))
+
+
+@dataclass(slots=True)
+class Built:
+    nodes: list[Node]
+    queues: list[Queue]
+    jobs: list[TrainingJob]
+    services: list[Service]
+    levels: tuple[str, ...]
+    tick: float = 900.0
+
+
+def _topology(
+    index: int, nodes_per_rack: int, racks_per_block: int, prefix: str
+) -> tuple[str, ...]:
+    rack = index // nodes_per_rack
+    block = rack // racks_per_block
+    return (f"{prefix}b{block}", f"{prefix}b{block}-r{rack}")
+
+
+def build_cluster(loaded: LoadedScenario) -> list[Node]:
+    spec = loaded.scenario.cluster
+    if spec.alibaba_nodes is not None:
+        return _alibaba_nodes(loaded, spec.alibaba_nodes)
+    nodes: list[Node] = []
+    names: set[str] = set()
+    for position, group in enumerate(spec.node_groups):
+        prefix = group.name or group.type
+        if prefix in names:
+            raise loaded.error(
+                ("cluster", "node_groups", position, "name"),
+                f"two groups are named {prefix!r}; give each a distinct name",
+            )
+        names.add(prefix)
+        for i in range(group.count):
+            nodes.append(
+                Node(
+                    name=f"{prefix}-{i:05d}",
+                    accel_type=group.type,
+                    devices=group.devices,
+                    topology=_topology(
+                        i, group.nodes_per_rack, group.racks_per_block, f"{prefix}-"
+                    ),
+                    cpu_milli=group.cpu,
+                    memory_mib=group.memory,
+                )
+            )
+    return nodes
+
+
+def _alibaba_nodes(loaded: LoadedScenario, spec: AlibabaNodes) -> list[Node]:
+    path = loaded.resolve(("cluster", "alibaba_nodes", "path"), spec.path)
+    nodes: list[Node] = []
+    gpu_nodes = [n for n in read_alibaba_nodes(path) if n.gpus > 0]
+    if spec.sample < 1:
+        keep = max(1, round(len(gpu_nodes) * spec.sample))
+        gpu_nodes = [gpu_nodes[i * len(gpu_nodes) // keep] for i in range(keep)]
+    for index, row in enumerate(gpu_nodes):
+        accel = _SINGLE_TYPE if spec.types is TypesFromModels.SINGLE else row.model.lower()
+        nodes.append(
+            Node(
+                name=row.name,
+                accel_type=accel,
+                devices=row.gpus,
+                topology=_topology(index, spec.nodes_per_rack, spec.racks_per_block, ""),
+                labels={"model": row.model},
+                cpu_milli=row.cpu_milli,
+                memory_mib=row.memory_mib,
+            )
+        )
+    if not nodes:
+        raise loaded.error(("cluster", "alibaba_nodes", "path"), "the node list has no GPU node")
+    return nodes
+
+
+def _types_by_capacity(nodes: Iterable[Node]) -> tuple[str, ...]:
+    capacity: dict[str, int] = {}
+    for node in nodes:
+        capacity[node.accel_type] = capacity.get(node.accel_type, 0) + node.devices
+    return tuple(sorted(capacity, key=lambda accel: (-capacity[accel], accel)))
+
+
+def pod_request(pod: AlibabaPod, host_resources: bool = True) -> Request:
+    return Request(
+        devices=pod.num_gpu,
+        milli=pod.gpu_milli if pod.num_gpu == 1 else MILLI,
+        cpu_milli=pod.cpu_milli if host_resources else 0,
+        memory_mib=pod.memory_mib if host_resources else 0,
+    )
+
+
+class _Types:
+    """Accepted types for a task: its ``gpu_spec`` mapped to the cluster's types, or every
+    type, largest pool first."""
+
+    def __init__(self, loaded: LoadedScenario, nodes: list[Node]) -> None:
+        self.all = _types_by_capacity(nodes)
+        alibaba = loaded.scenario.cluster.alibaba_nodes
+        self.single = alibaba is not None and alibaba.types is TypesFromModels.SINGLE
+        self.models = {node.labels.get("model", ""): node.accel_type for node in nodes}
+
+    def accepted(self, spec: tuple[str, ...]) -> tuple[str, ...] | None:
+        if not spec:
+            return self.all
+        if self.single:
+            return None  # a model restriction cannot be expressed on one type
+        found = tuple(dict.fromkeys(self.models[m] for m in spec if m in self.models))
+        return found or None
+
+
+def alibaba_pods(
+    loaded: LoadedScenario, spec: AlibabaPods, nodes: list[Node]
+) -> tuple[list[AlibabaPod], _Types]:
+    path = loaded.resolve(("workloads", "alibaba_pods", "path"), spec.path)
+    pods = read_alibaba_pods(path)
+    if spec.limit is not None:
+        pods = pods[: spec.limit]
+    types = _Types(loaded, nodes)
+    for pod in pods:
+        if pod.num_gpu and types.accepted(pod.gpu_spec) is None:
+            raise loaded.error(
+                ("workloads", "alibaba_pods", "path"),
+                f"{path}:{pod.line}: gpu_spec {'|'.join(pod.gpu_spec)!r} names no GPU model of "
+                "this cluster"
+                + (
+                    " (with cluster.alibaba_nodes.types: single, use by-model)"
+                    if types.single
+                    else ""
+                ),
+            )
+    return [p for p in pods if p.num_gpu > 0], types
+
+
+def _pods_timeline(
+    loaded: LoadedScenario, spec: AlibabaPods, nodes: list[Node]
+) -> tuple[list[TrainingJob], list[Service]]:
+    pods, types = alibaba_pods(loaded, spec, nodes)
+    jobs: list[TrainingJob] = []
+    services: list[Service] = []
+    scale = spec.time_scale
+    for pod in pods:
+        if pod.creation < spec.skip:
+            continue
+        accepted = types.accepted(pod.gpu_spec) or types.all
+        start = (pod.creation - spec.skip) / scale
+        began = pod.scheduled if pod.scheduled is not None else pod.creation
+        duration = max(0.0, pod.deletion - began)
+        if pod.qos in ("LS", "Guaranteed"):
+            end = start + (pod.deletion - pod.creation)
+            if end <= start:
+                continue
+            template = Workload(
+                id=pod.name,
+                queue=spec.inference_queue,
+                request=pod_request(pod, spec.host_resources),
+                accel_types=accepted,
+                kind=Kind.INFERENCE,
+                priority=spec.inference_priority,
+                preemptible=False,
+                created_at=start,
+                min_replicas=1,
+            )
+            services.append(Service(pod.name, template, start, end, 1, 1))
+            continue
+        if duration <= 0:
+            continue
+        workload = Workload(
+            id=pod.name,
+            queue=spec.queue,
+            request=pod_request(pod, spec.host_resources),
+            accel_types=accepted,
+            created_at=start,
+        )
+        jobs.append(TrainingJob(workload, duration, pod.qos))
+    return jobs, services
+
+
+def _synthetic(
+    spec: SyntheticJobs, seed: int, horizon: float, types: tuple[str, ...]
+) -> list[TrainingJob]:
+    rng = rng_for(seed, "synthetic-jobs")
+    weights = [c.share for c in spec.classes]
+    window = max(1.0, horizon * spec.arrive_within)
+    rate = spec.jobs / window
+    clock = spec.start
+    jobs: list[TrainingJob] = []
+    for index in range(spec.jobs):
+        clock += rng.expovariate(rate)
+        cls: JobClass = rng.choices(spec.classes, weights)[0]
+        replicas = rng.choice(cls.replicas)
+        runtime = rng.lognormvariate(math.log(cls.duration.median), cls.duration.sigma)
+        if cls.duration.max is not None:
+            runtime = min(runtime, cls.duration.max)
+        runtime = max(runtime, 1.0)
+        elastic = replicas > 1 and rng.random() < cls.elastic
+        queue = rng.choice(cls.queues) if cls.queues else cls.queue
+        workload = Workload(
+            id=f"{cls.name}-{index:06d}",
+            queue=queue,
+            request=Request(cls.gpus),
+            accel_types=tuple(cls.types) or types,
+            replicas=replicas,
+            min_replicas=max(1, replicas // 2) if elastic else None,
+            priority=cls.priority,
+            created_at=clock,
+            duration_estimate=runtime * cls.time_limit if cls.time_limit else None,
+            required_level=None if cls.topology == "any" else cls.topology,
+        )
+        jobs.append(TrainingJob(workload, runtime * replicas, cls.name))
+    return jobs
+
+
+def _csv_jobs(
+    loaded: LoadedScenario, spec: CsvJobs, types: tuple[str, ...]
+) -> tuple[list[TrainingJob], list[Service]]:
+    path = loaded.resolve(("workloads", "csv", "path"), spec.path)
+    jobs: list[TrainingJob] = []
+    services: list[Service] = []
+    for row in read_job_csv(path):
+        request = Request(row.gpus, row.gpu_milli)
+        accepted = row.types or types
+        if row.kind == "inference":
+            template = Workload(
+                id=row.id,
+                queue=row.queue,
+                request=request,
+                accel_types=accepted,
+                kind=Kind.INFERENCE,
+                priority=row.priority,
+                preemptible=False,
+                created_at=row.submit,
+                min_replicas=1,
+            )
+            floor = row.min_replicas or row.replicas
+            services.append(
+                Service(
+                    row.id, template, row.submit, row.submit + row.duration, row.replicas, floor
+                )
+            )
+            continue
+        workload = Workload(
+            id=row.id,
+            queue=row.queue,
+            request=request,
+            accel_types=accepted,
+            replicas=row.replicas,
+            min_replicas=row.min_replicas,
+            priority=row.priority,
+            created_at=row.submit,
+            duration_estimate=row.time_limit,
+        )
+        jobs.append(TrainingJob(workload, max(row.duration, 1.0) * row.replicas, "csv"))
+    return jobs, services
+
+
+def _services(
+    loaded: LoadedScenario, spec: InferenceSpec, horizon: float, types: tuple[str, ...]
+) -> list[Service]:
+    curve_spec = spec.curve
+    if curve_spec.path is not None:
+        path = loaded.resolve(("workloads", "inference", "curve", "path"), curve_spec.path)
+        values = read_qps_curve(path, bin_s=curve_spec.bin, request_type=curve_spec.request_type)
+        curve = Curve(tuple(values), curve_spec.period, curve_spec.floor)
+    else:
+        curve = Curve.diurnal(curve_spec.period, curve_spec.floor)
+    rng = rng_for(loaded.scenario.seed, "services")
+    services: list[Service] = []
+    for group in spec.services:
+        for index in range(group.count):
+            name = f"{group.name}-{index:03d}" if group.count > 1 else group.name
+            template = Workload(
+                id=name,
+                queue=group.queue,
+                request=Request(group.gpus, group.milli),
+                accel_types=tuple(group.types) or types,
+                kind=Kind.INFERENCE,
+                priority=group.priority,
+                preemptible=False,
+                min_replicas=1,
+            )
+            phase = rng.uniform(0, group.phase_spread) if group.phase_spread else 0.0
+            services.append(
+                Service(
+                    name,
+                    template,
+                    0.0,
+                    math.inf,
+                    group.peak_replicas,
+                    group.min_replicas,
+                    curve,
+                    phase,
+                )
+            )
+    return services
+
+
+def _queues(
+    loaded: LoadedScenario, jobs: list[TrainingJob], services: list[Service]
+) -> list[Queue]:
+    scenario = loaded.scenario
+    used = list(
+        dict.fromkeys([*(j.workload.queue for j in jobs), *(s.template.queue for s in services)])
+    )
+    if not scenario.queues:
+        return [Queue(name) for name in used or ["default"]]
+    queues = []
+    names = {q.name for q in scenario.queues}
+    for position, spec in enumerate(scenario.queues):
+        if spec.parent is not None and spec.parent not in names:
+            raise loaded.error(("queues", position, "parent"), f"no queue is named {spec.parent!r}")
+        quotas = {
+            accel: Quota(
+                guaranteed=round(q.guaranteed * MILLI),
+                limit=None if q.limit is None else round(q.limit * MILLI),
+                lend_limit=None if q.lend_limit is None else round(q.lend_limit * MILLI),
+            )
+            for accel, q in spec.quotas.items()
+        }
+        queues.append(Queue(spec.name, spec.parent, spec.weight, quotas, spec.strict_fifo))
+    parents = {q.parent for q in scenario.queues if q.parent}
+    for name in used:
+        if name not in names:
+            raise loaded.error(
+                ("queues",), f"workloads use queue {name!r}, which is not defined here"
+            )
+        if name in parents:
+            raise loaded.error(("queues",), f"queue {name!r} has children; submit to a leaf queue")
+    return queues
+
+
+def build(loaded: LoadedScenario) -> Built:
+    """Everything a timeline run needs, or a :class:`~baige.api.loader.SpecError`."""
+    scenario = loaded.scenario
+    nodes = build_cluster(loaded)
+    types = _types_by_capacity(nodes)
+    jobs: list[TrainingJob] = []
+    services: list[Service] = []
+    spec = scenario.workloads
+    if spec.synthetic is not None:
+        for position, cls in enumerate(spec.synthetic.classes):
+            unknown = [t for t in cls.types if t not in types]
+            if unknown:
+                raise loaded.error(
+                    ("workloads", "synthetic", "classes", position, "types"),
+                    f"no node has type {unknown[0]!r}; the cluster has {', '.join(types)}",
+                )
+        jobs += _synthetic(spec.synthetic, scenario.seed, scenario.duration, types)
+    if spec.alibaba_pods is not None:
+        more_jobs, more_services = _pods_timeline(loaded, spec.alibaba_pods, nodes)
+        jobs += more_jobs
+        services += more_services
+    if spec.csv is not None:
+        more_jobs, more_services = _csv_jobs(loaded, spec.csv, types)
+        jobs += more_jobs
+        services += more_services
+    tick = 900.0
+    if spec.inference is not None:
+        services += _services(loaded, spec.inference, scenario.duration, types)
+        tick = spec.inference.tick
+    seen: set[str] = set()
+    for name in [*(j.workload.id for j in jobs), *(s.name for s in services)]:
+        if name in seen:
+            raise loaded.error(("workloads",), f"two jobs or services are named {name!r}")
+        seen.add(name)
+    queues = _queues(loaded, jobs, services)
+    jobs.sort(key=lambda j: (j.submit, j.workload.id))
+    return Built(nodes, queues, jobs, services, tuple(scenario.topology_levels), tick)
