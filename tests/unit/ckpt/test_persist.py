@@ -1,0 +1,102 @@
+"""One slot written to disk and read back in this process: the persister's write path, the
+loader's verification, and a disk that fills up mid-write."""
+
+from __future__ import annotations
+
+import mmap
+import pickle
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="baige.ckpt needs torch: pip install 'baige[train]'")
+
+from baige.ckpt.control import SlotRecord  # noqa: E402
+from baige.ckpt.errors import CorruptCheckpoint  # noqa: E402
+from baige.ckpt.flatten import unflatten  # noqa: E402
+from baige.ckpt.hostcopy import SlotView  # noqa: E402
+from baige.ckpt.image import plan_image, write_image  # noqa: E402
+from baige.ckpt.manifest import read_manifest, shard_file, step_dir  # noqa: E402
+from baige.ckpt.persist import persist_slot  # noqa: E402
+from baige.ckpt.restore import read_disk_shard  # noqa: E402
+from baige.ckpt.writer import DiskWriter, FullDiskWriter  # noqa: E402
+
+
+def slot_of(state: dict[str, Any], step: int, seq: int = 1) -> tuple[mmap.mmap, SlotRecord]:
+    """Exactly what a trainer puts in shared memory, in an anonymous mapping."""
+    plan = plan_image(state, step, rank=0)
+    pkl = pickle.dumps(plan.skeleton)
+    mm = mmap.mmap(-1, plan.image_len + len(pkl))
+    view = SlotView(mm, pin=False)
+    write_image(plan, view)
+    view.close()
+    mm[plan.image_len :] = pkl
+    rec = SlotRecord("ready", seq, step, len(mm), plan.image_len, len(pkl))
+    return mm, rec
+
+
+STATE = {
+    "w": torch.randn(64, 64),
+    "i": torch.arange(10, dtype=torch.int32),
+    "flag": torch.tensor([True, False]),
+    "meta": {"epoch": 2},
+}
+
+
+def test_persisted_shard_reads_back_equal_and_commits(tmp_path: Path) -> None:
+    mm, rec = slot_of(STATE, 5)
+    result = persist_slot(memoryview(mm), rec, tmp_path, 0, DiskWriter(), keep=3)
+    assert result.committed is not None and result.committed.step == 5
+    folder = step_dir(tmp_path, 5)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "manifest.json", "rank-00000.json", "rank-00000.pkl", "rank-00000.safetensors",
+    ]  # fmt: skip
+    shard = read_disk_shard(folder, read_manifest(folder).shard(0))
+    state = unflatten(shard.skeleton, shard.tensors)
+    for k in ("w", "i", "flag"):
+        assert torch.equal(state[k], STATE[k])
+    assert state["meta"] == {"epoch": 2}
+    # The file on disk is the slot image byte for byte: no re-encoding on the way.
+    assert (folder / "rank-00000.safetensors").read_bytes() == mm[: rec.image_len]
+
+
+def test_a_rank_of_two_does_not_commit_alone(tmp_path: Path) -> None:
+    mm, rec = slot_of(STATE, 5)
+    rec.world_size = 2
+    result = persist_slot(memoryview(mm), rec, tmp_path, 1, DiskWriter(), keep=3)
+    assert result.committed is None
+    assert not (step_dir(tmp_path, 5) / "manifest.json").exists()
+    result = persist_slot(memoryview(mm), rec, tmp_path, 0, DiskWriter(), keep=3)
+    assert result.committed is not None and len(result.committed.shards) == 2
+
+
+@pytest.mark.parametrize(
+    ("offset", "message"),
+    [(-1, "CRC-32"), (100, "header is not JSON"), (None, "bytes, manifest says")],
+)
+def test_damaged_shard_is_refused(tmp_path: Path, offset: int | None, message: str) -> None:
+    mm, rec = slot_of(STATE, 5)
+    persist_slot(memoryview(mm), rec, tmp_path, 0, DiskWriter(), keep=3)
+    folder = step_dir(tmp_path, 5)
+    path = folder / shard_file(0, "safetensors")
+    data = bytearray(path.read_bytes())
+    if offset is None:
+        del data[-3:]
+    else:
+        data[offset] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptCheckpoint, match=message) as err:
+        read_disk_shard(folder, read_manifest(folder).shard(0))
+    assert str(path) in str(err.value)
+
+
+def test_disk_full_mid_write_leaves_no_partial_files(tmp_path: Path) -> None:
+    mm1, rec1 = slot_of(STATE, 1, seq=1)
+    writer = FullDiskWriter(after_bytes=20_000)
+    persist_slot(memoryview(mm1), rec1, tmp_path, 0, writer, keep=3)
+    mm2, rec2 = slot_of(STATE, 2, seq=2)
+    with pytest.raises(OSError, match="No space left"):
+        persist_slot(memoryview(mm2), rec2, tmp_path, 0, writer, keep=3)
+    assert list(step_dir(tmp_path, 2).iterdir()) == []
+    assert read_manifest(step_dir(tmp_path, 1)).step == 1
