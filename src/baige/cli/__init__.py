@@ -1,0 +1,1 @@
+"""The ``baige`` command line."""

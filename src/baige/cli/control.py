@@ -1,0 +1,449 @@
+"""The commands that talk to a running control plane, and ``baige up`` that runs one."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from baige.api.loader import SpecError
+from baige.api.views import WorkloadView
+from baige.cli.output import console, err_console, print_json, print_table
+from baige.client import DEFAULT_URL, BaigeClient, BaigeError
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def _client() -> BaigeClient:
+    return BaigeClient()
+
+
+def _fail(error: Exception) -> typer.Exit:
+    err_console.print(f"[red]error[/red] {error}", highlight=False, soft_wrap=True)
+    return typer.Exit(code=1)
+
+
+def _age(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    seconds = max(0, int(time.time() - ts))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _cards(view: WorkloadView) -> str:
+    spec = view.spec
+    accelerators = spec.get("accelerators")
+    if not isinstance(accelerators, dict):
+        return "-"
+    share = accelerators.get("share")
+    per = f"{share:g}" if isinstance(share, float) else str(accelerators.get("count", 1))
+    types = accelerators.get("types") or []
+    accel = view.accelerator_type or "/".join(str(t) for t in types)
+    return f"{view.replicas}×{per} {accel}"
+
+
+def _workload_table(title: str, views: list[WorkloadView]) -> None:
+    print_table(
+        title,
+        ["ID", "NAME", "QUEUE", "PHASE", "SIZE", "AGE", "REASON"],
+        ((v.id, v.name, v.queue, v.phase, _cards(v), _age(v.created_at), v.reason) for v in views),
+    )
+
+
+def submit(
+    files: Annotated[list[Path], typer.Argument(help="YAML spec files (jobs, services, queues).")],
+    idempotency_key: Annotated[
+        str | None, typer.Option(help="Retrying with the same key never submits twice.")
+    ] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Submit specs; a job or service without working_dir runs in this directory."""
+    results = []
+    with _client() as client:
+        for path in files:
+            try:
+                results += client.submit_file(path, idempotency_key=idempotency_key)
+            except (SpecError, BaigeError) as err:
+                raise _fail(err) from None
+    if json_output:
+        print_json([r.model_dump() for r in results])
+        return
+    for result in results:
+        if isinstance(result, WorkloadView):
+            console.print(
+                f"{result.kind} [bold]{result.id}[/bold] ({result.name}) submitted to "
+                f"queue {result.queue}: {result.phase}",
+                highlight=False,
+            )
+        else:
+            console.print(f"{type(result).__name__.removesuffix('View')} {result.name} applied")
+
+
+def jobs(
+    queue: Annotated[str | None, typer.Option(help="Only this queue.")] = None,
+    phase: Annotated[str | None, typer.Option(help="Phases, comma-separated.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100,
+    json_output: JsonOption = False,
+) -> None:
+    """List training jobs, newest first."""
+    try:
+        with _client() as client:
+            views = client.jobs(queue=queue, phase=phase, limit=limit)
+    except BaigeError as err:
+        raise _fail(err) from None
+    if json_output:
+        print_json([v.model_dump() for v in views])
+    else:
+        _workload_table("Jobs", views)
+
+
+def services(
+    queue: Annotated[str | None, typer.Option(help="Only this queue.")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """List inference services and their endpoints."""
+    try:
+        with _client() as client:
+            views = client.services(queue=queue)
+            views = [client.job(v.id) for v in views]
+    except BaigeError as err:
+        raise _fail(err) from None
+    if json_output:
+        print_json([v.model_dump() for v in views])
+        return
+    print_table(
+        "Services",
+        ["ID", "NAME", "QUEUE", "PHASE", "SIZE", "ENDPOINTS", "REASON"],
+        (
+            (
+                v.id,
+                v.name,
+                v.queue,
+                v.phase,
+                _cards(v),
+                " ".join(
+                    f"127.0.0.1:{r.port}"
+                    for r in v.running_replicas
+                    if r.port and r.state == "running"
+                ),
+                v.reason,
+            )
+            for v in views
+        ),
+    )
+
+
+def job(
+    workload_id: Annotated[str, typer.Argument(help="A job or service id.")],
+    json_output: JsonOption = False,
+) -> None:
+    """One job or service: its state, why, its replicas and its events."""
+    try:
+        with _client() as client:
+            view = client.job(workload_id)
+            events = client.events(workload_id)
+    except BaigeError as err:
+        raise _fail(err) from None
+    if json_output:
+        print_json({**view.model_dump(), "events": [e.model_dump() for e in events]})
+        return
+    console.print(
+        f"[bold]{view.id}[/bold] {view.kind} {view.name} in queue {view.queue}", highlight=False
+    )
+    console.print(
+        f"phase: {view.phase} ({view.reason_code}) {view.reason}", highlight=False, soft_wrap=True
+    )
+    if view.exit_code is not None:
+        console.print(f"exit code: {view.exit_code}")
+    console.print(f"restarts: {view.restarts}")
+    if view.running_replicas:
+        print_table(
+            "Replicas",
+            ["#", "NODE", "DEVICES", "STATE", "EXIT", "PORT"],
+            (
+                (
+                    r.index,
+                    r.node,
+                    ",".join(map(str, r.devices)) + ("" if r.share == 1 else f" ×{r.share:g}"),
+                    r.state,
+                    "" if r.exit_code is None else r.exit_code,
+                    r.port or "",
+                )
+                for r in view.running_replicas
+            ),
+        )
+    print_table(
+        "Events",
+        ["TIME", "TYPE", "MESSAGE"],
+        (
+            (datetime.fromtimestamp(e.ts, UTC).strftime("%H:%M:%S"), e.type, e.message)
+            for e in events
+        ),
+    )
+
+
+def logs(
+    workload_id: Annotated[str, typer.Argument(help="A job or service id.")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream until it ends.")] = False,
+    replica: Annotated[int | None, typer.Option(help="Only this replica.")] = None,
+    tail: Annotated[int | None, typer.Option(help="Only the last N lines.")] = None,
+) -> None:
+    """Print a job's or service's output (all replicas, labelled)."""
+    try:
+        with _client() as client:
+            for chunk in client.logs(workload_id, follow=follow, replica=replica, tail=tail):
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.buffer.flush()
+    except BaigeError as err:
+        raise _fail(err) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(code=130) from None
+
+
+def cancel(workload_id: Annotated[str, typer.Argument(help="A job or service id.")]) -> None:
+    """Stop a job or service."""
+    try:
+        with _client() as client:
+            view = client.cancel(workload_id)
+    except BaigeError as err:
+        raise _fail(err) from None
+    console.print(f"{view.id}: {view.phase} ({view.reason or 'cancel requested'})", highlight=False)
+
+
+def scale(
+    workload_id: Annotated[str, typer.Argument(help="A service id.")],
+    replicas: Annotated[int, typer.Argument(min=0, help="Replicas wanted.")],
+) -> None:
+    """Change how many replicas a service runs."""
+    try:
+        with _client() as client:
+            view = client.scale(workload_id, replicas)
+    except BaigeError as err:
+        raise _fail(err) from None
+    console.print(f"{view.id}: {view.replicas} replicas wanted ({view.phase})", highlight=False)
+
+
+def queues(json_output: JsonOption = False) -> None:
+    """The queue tree: guaranteed, limit and used cards per accelerator type."""
+    try:
+        with _client() as client:
+            views = client.queues()
+    except BaigeError as err:
+        raise _fail(err) from None
+    if json_output:
+        print_json([v.model_dump() for v in views])
+        return
+    rows = []
+    for v in views:
+        usage = "; ".join(
+            f"{accel}: {u.used:g}/{u.guaranteed:g}"
+            + (f" (≤{u.limit:g})" if u.limit is not None else "")
+            for accel, u in v.usage.items()
+        )
+        rows.append(
+            (
+                v.name,
+                v.parent or "",
+                v.tenant or "",
+                f"{v.weight:g}",
+                usage or "-",
+                v.running,
+                v.pending,
+            )
+        )
+    print_table(
+        "Queues",
+        ["NAME", "PARENT", "TENANT", "WEIGHT", "USED/GUARANTEED", "RUNNING", "PENDING"],
+        rows,
+    )
+
+
+def nodes(json_output: JsonOption = False) -> None:
+    """Nodes, their health and what is allocated on them."""
+    try:
+        with _client() as client:
+            views = client.nodes()
+    except BaigeError as err:
+        raise _fail(err) from None
+    if json_output:
+        print_json([v.model_dump() for v in views])
+        return
+    print_table(
+        "Nodes",
+        ["NAME", "ACCELERATORS", "ALLOCATED", "HEALTH", "HEARTBEAT", "REASON"],
+        (
+            (
+                v.name,
+                f"{v.devices}× {v.accelerator_type}",
+                f"{v.allocated:g}",
+                v.health,
+                _age(v.last_heartbeat),
+                v.reason,
+            )
+            for v in views
+        ),
+    )
+
+
+def cordon(name: Annotated[str, typer.Argument(help="A node name.")]) -> None:
+    """Place no new work on a node (what runs there keeps running)."""
+    _set_cordon(name, True)
+
+
+def uncordon(name: Annotated[str, typer.Argument(help="A node name.")]) -> None:
+    """Let the scheduler use a cordoned node again."""
+    _set_cordon(name, False)
+
+
+def _set_cordon(name: str, value: bool) -> None:
+    try:
+        with _client() as client:
+            view = client.cordon(name, value)
+    except BaigeError as err:
+        raise _fail(err) from None
+    console.print(f"node {view.name}: {view.health}")
+
+
+def token(
+    name: Annotated[str, typer.Argument(help="Who the token is for.")],
+    tenant: Annotated[str | None, typer.Option(help="The tenant it acts for.")] = None,
+    admin: Annotated[bool, typer.Option(help="An admin token (sees everything).")] = False,
+) -> None:
+    """Make an API token (admin only); it is printed once."""
+    try:
+        with _client() as client:
+            view = client.create_token(name, tenant, admin)
+    except BaigeError as err:
+        raise _fail(err) from None
+    console.print(view.token, highlight=False)
+
+
+def up(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8080,
+    db: Annotated[
+        str | None,
+        typer.Option(help="sqlite:///PATH (default ~/.baige/baige.db) or postgresql+psycopg://…"),
+    ] = None,
+    fake_accelerators: Annotated[
+        str | None, typer.Option(help="Declare fake accelerators per node, e.g. h100:8.")
+    ] = None,
+    fake_nodes: Annotated[int, typer.Option(min=1, max=1000, help="How many fake nodes.")] = 1,
+    profile: Annotated[str, typer.Option(help="Scheduling profile (baige or fifo).")] = "baige",
+    backend: Annotated[
+        str,
+        typer.Option(
+            help="local (real processes), slurm (jobs on the Slurm cluster SLURM_CONF names) "
+            "or fake (runs nothing; for benchmarks)."
+        ),
+    ] = "local",
+    heartbeat_timeout: Annotated[
+        float, typer.Option(min=1.0, help="Seconds of silence before a node is failed.")
+    ] = 10.0,
+    home: Annotated[Path | None, typer.Option(help="Data directory (default ~/.baige).")] = None,
+) -> None:
+    """Run the control plane: the API, the controller and this machine's node agent."""
+    import logging  # noqa: PLC0415 - the server's imports stay out of the other commands
+
+    import uvicorn  # noqa: PLC0415
+
+    from baige.control.platform import (  # noqa: PLC0415
+        SYSTEM,
+        AlreadyRunning,
+        Platform,
+        PlatformOptions,
+        already_running,
+    )
+    from baige.hw.discovery import discover, parse_fake  # noqa: PLC0415
+    from baige.sched import ProfileError, get_profile  # noqa: PLC0415
+    from baige.server.app import create_app  # noqa: PLC0415
+    from baige.store.db import DatabaseError, default_db_url, home_dir  # noqa: PLC0415
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    data = (home or home_dir()).expanduser()
+    if backend not in ("local", "slurm", "fake"):
+        raise _fail(ValueError(f"--backend {backend!r}: choose local, slurm or fake"))
+    try:
+        chosen = get_profile(profile)
+        accelerators = parse_fake(fake_accelerators) if fake_accelerators else discover()
+    except (ValueError, ProfileError) as err:
+        raise _fail(err) from None
+    if accelerators is None and backend == "slurm":
+        accelerators = parse_fake("h100:8")  # unused: Slurm's nodes are the cluster
+    elif accelerators is None:
+        accelerators = parse_fake("h100:8")
+        err_console.print(
+            "no accelerators found: declaring 8 fake h100 per node "
+            "(choose with --fake-accelerators TYPE:COUNT)"
+        )
+    options = PlatformOptions(
+        db_url=db or default_db_url(data),
+        home=data,
+        accelerators=accelerators,
+        nodes=fake_nodes if accelerators.fake else 1,
+        profile=chosen,
+        backend=backend,
+        heartbeat_timeout=heartbeat_timeout,
+    )
+    try:
+        platform = Platform(options)
+    except DatabaseError as err:
+        raise _fail(err) from None
+    try:
+        with already_running(platform.db, data):
+            platform.start()
+            app = create_app(
+                platform.db, platform.service, pass_seconds=platform.recent_pass_seconds
+            )
+            url = f"http://{host}:{port}"
+            console.print(
+                f"[bold]Baige[/bold] is up at {url} (API docs at {url}/docs)", highlight=False
+            )
+            fake = " fake" if accelerators.fake else ""
+            nodes = (
+                f"{len(platform.service.list_nodes(SYSTEM))} from Slurm"
+                if backend == "slurm"
+                else f"{', '.join(platform.node_names)} "
+                f"({accelerators.count}× {accelerators.type}{fake} each)"
+            )
+            console.print(
+                f"database: {platform.db.safe_url}; nodes: {nodes}",
+                highlight=False,
+                soft_wrap=True,
+            )
+            token_file = data / "admin-token"
+            if platform.admin_token:
+                console.print(
+                    f"admin token (shown once, saved to {token_file}):\n  {platform.admin_token}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+            else:
+                console.print(f"admin token: in {token_file}", highlight=False)
+            if url != DEFAULT_URL:
+                console.print(f"point the CLI here with: export BAIGE_URL={url}", highlight=False)
+            console.print(
+                "try: baige submit examples/train-cpu.yaml && baige jobs", highlight=False
+            )
+            # Keep idle connections longer than uvicorn's 5 s default: a client pool that
+            # reuses a connection the server has just closed sees a reset mid-request.
+            config = uvicorn.Config(
+                app, host=host, port=port, log_level="warning", timeout_keep_alive=30
+            )
+            server = uvicorn.Server(config)
+            signal.signal(signal.SIGTERM, lambda *_: setattr(server, "should_exit", True))
+            server.run()
+    except AlreadyRunning as err:
+        raise _fail(err) from None
+    finally:
+        platform.stop()

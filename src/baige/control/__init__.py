@@ -1,0 +1,1 @@
+"""The live control plane: the service layer the API calls, and the controller loop."""

@@ -1,0 +1,103 @@
+"""Bearer tokens and tenants.
+
+Only a token's SHA-256 is stored. The admin token is made on first start, written to a file
+only its owner can read, and printed once. A tenant's token sees and submits to its own
+queues only; asking for another tenant's object answers 404, so existence never leaks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+
+from baige.control.errors import Unauthorized
+from baige.store.db import Database
+from baige.store.tables import TokenRow
+
+__all__ = ["Principal", "authenticate", "create_token", "ensure_admin_token"]
+
+TOKEN_PREFIX = "baige_"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: an admin (sees everything) or a tenant."""
+
+    name: str
+    tenant: str | None
+    admin: bool
+
+    def sees(self, tenant: str | None) -> bool:
+        return self.admin or (tenant is not None and tenant == self.tenant)
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_token(db: Database, name: str, tenant: str | None, *, admin: bool = False) -> str:
+    """Make a token and return it; it cannot be shown again."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    with db.session() as session:
+        session.add(
+            TokenRow(
+                id=secrets.token_hex(8),
+                name=name,
+                tenant=tenant,
+                admin=admin,
+                token_hash=_hash(token),
+                created_at=time.time(),
+            )
+        )
+    return token
+
+
+_CACHE_S = 30.0
+_known: dict[tuple[int, str], tuple[Principal, float]] = {}
+
+
+def authenticate(db: Database, header: str | None) -> Principal:
+    """The principal for an ``Authorization: Bearer ...`` header, or 401.
+
+    A token found valid is remembered for 30 s, sparing the database one query per request
+    (tokens are never revoked within that window: there is no revocation yet)."""
+    if not header or not header.lower().startswith("bearer "):
+        raise Unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
+    digest = _hash(header[7:].strip())
+    key = (id(db), digest)
+    known = _known.get(key)
+    if known is not None and known[1] > time.monotonic():
+        return known[0]
+    with db.session() as session:
+        row = session.scalars(select(TokenRow).where(TokenRow.token_hash == digest)).first()
+    if row is None:
+        raise Unauthorized("invalid token")
+    principal = Principal(row.name, row.tenant, row.admin)
+    if len(_known) > 10_000:
+        _known.clear()
+    _known[key] = (principal, time.monotonic() + _CACHE_S)
+    return principal
+
+
+def ensure_admin_token(db: Database, path: Path) -> str | None:
+    """On first start, make the admin token and save it (mode 600) at ``path``.
+
+    Returns the new token (to print once), or None when an admin token already exists.
+    """
+    with db.session() as session:
+        exists = session.scalars(select(TokenRow.id).where(TokenRow.admin.is_(True))).first()
+    if exists is not None:
+        return None
+    token = create_token(db, "admin", None, admin=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(token + "\n")
+    os.chmod(path, 0o600)
+    return token

@@ -1,0 +1,187 @@
+"""``baige up``: the API, the controller loop and the local node agent in one process.
+
+Starting twice against one database would launch everything twice, so the first process
+takes a lock (a file lock for SQLite, an advisory lock for PostgreSQL) and a second one is
+told who holds it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select, text
+
+from baige.api.nodes import AcceleratorGroup, NodeSpec
+from baige.api.queues import QueueSpec
+from baige.backends.base import Backend
+from baige.backends.fake import FakeBackend
+from baige.backends.local import LocalBackend
+from baige.backends.slurm import SlurmBackend
+from baige.control.auth import Principal, ensure_admin_token
+from baige.control.controller import Controller
+from baige.control.service import ControlService
+from baige.control.slurm_sync import SlurmSync
+from baige.hw.discovery import Accelerators
+from baige.sched import BAIGE, Profile
+from baige.store.db import Database
+from baige.store.tables import QueueRow
+
+__all__ = ["Platform", "PlatformOptions", "already_running"]
+
+log = logging.getLogger("baige.up")
+SYSTEM = Principal("system", None, admin=True)
+HEARTBEAT_S = 2.0
+
+
+class AlreadyRunning(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformOptions:
+    db_url: str
+    home: Path
+    accelerators: Accelerators | None
+    nodes: int = 1
+    profile: Profile | None = None
+    heartbeat_timeout: float = 10.0
+    interval: float = 1.0
+    backend: str = "local"
+
+
+def local_node_names(count: int) -> list[str]:
+    host = "".join(c if c.isalnum() or c in "-." else "-" for c in socket.gethostname().lower())
+    host = host.strip("-.")[:40] or "localhost"
+    return [host] if count == 1 else [f"{host}-{i}" for i in range(count)]
+
+
+@contextlib.contextmanager
+def already_running(db: Database, home: Path) -> Iterator[None]:
+    """Hold the one-controller-per-database lock for the life of the block."""
+    if db.dialect == "sqlite":
+        lock_path = home / "baige.lock"
+        home.mkdir(parents=True, exist_ok=True)
+        with open(lock_path, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                raise AlreadyRunning(
+                    f"another `baige up` (pid {handle.read().strip() or '?'}) uses {db.safe_url}"
+                ) from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
+            yield
+        return
+    with db.engine.connect() as connection:
+        got = connection.execute(text("SELECT pg_try_advisory_lock(704236)")).scalar()
+        if not got:
+            raise AlreadyRunning(f"another `baige up` uses {db.safe_url}")
+        try:
+            yield
+        finally:
+            connection.execute(text("SELECT pg_advisory_unlock(704236)"))
+
+
+class Platform:
+    """Everything ``baige up`` runs, startable and stoppable from tests."""
+
+    def __init__(self, options: PlatformOptions) -> None:
+        self.options = options
+        self.db = Database(options.db_url)
+        self.backend: Backend
+        self.slurm: SlurmSync | None = None
+        if options.backend == "slurm":
+            slurm = SlurmBackend(options.home / "runs")
+            self.backend = slurm
+        elif options.backend == "fake":
+            self.backend = FakeBackend()
+        else:
+            self.backend = LocalBackend(options.home / "runs")
+        self.controller = Controller(
+            self.db,
+            self.backend,
+            options.profile or BAIGE,
+            heartbeat_timeout=options.heartbeat_timeout,
+            interval=options.interval,
+        )
+        self.service = ControlService(self.db, wake=self.controller.wake)
+        if isinstance(self.backend, SlurmBackend):
+            self.slurm = SlurmSync(self.service, self.backend, SYSTEM)
+        local = options.accelerators is not None and options.backend != "slurm"
+        self.node_names = local_node_names(options.nodes) if local else []
+        self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()
+        self.admin_token: str | None = None
+
+    def prepare(self) -> None:
+        """First-start set-up: the admin token, a default queue, this machine's nodes."""
+        self.admin_token = ensure_admin_token(self.db, self.options.home / "admin-token")
+        with self.db.session() as session:
+            has_queue = session.scalars(select(QueueRow.name)).first() is not None
+        if not has_queue:
+            note = "made on first start; the admin token submits here"
+            self.service.apply_queue(SYSTEM, QueueSpec(name="default", description=note))
+        accelerators = self.options.accelerators
+        if self.slurm is not None:
+            self.slurm.run_once()  # Slurm's nodes are the cluster
+        elif accelerators is not None:
+            specs = [
+                NodeSpec(
+                    name=name,
+                    accelerators=AcceleratorGroup(type=accelerators.type, count=accelerators.count),
+                    topology=("local", f"rack-{index // 4}"),
+                    labels={"baige.io/fake": str(accelerators.fake).lower()},
+                )
+                for index, name in enumerate(self.node_names)
+            ]
+            self.service.register_nodes(SYSTEM, specs, agent="local")
+
+    def _agent(self) -> None:
+        """The node agent: heartbeats for this machine's nodes, or Slurm's inventory."""
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                if self.slurm is not None:
+                    self.slurm.run_once()
+                elif self.node_names:
+                    self.service.heartbeat(SYSTEM, self.node_names)
+            except Exception:  # the next beat retries; a silent agent fails its nodes
+                log.exception("heartbeat failed")
+
+    def start(self) -> None:
+        self.prepare()
+        for target, name in ((self.controller.run_forever, "controller"), (self._agent, "agent")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.controller.stop()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        self.db.dispose()
+
+    def recent_pass_seconds(self) -> list[float]:
+        return list(self.controller.pass_seconds)
+
+
+def wait_until(predicate: object, timeout: float = 30.0, interval: float = 0.1) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` passes (for tests and the CLI)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if callable(predicate) and predicate():
+            return True
+        time.sleep(interval)
+    return False

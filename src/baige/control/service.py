@@ -1,0 +1,669 @@
+"""What the API does, as transactions on the store: queues, nodes, workloads, events.
+
+Every method takes the calling :class:`Principal` and enforces tenancy itself (another
+tenant's object is "not found"), so the HTTP layer only translates.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from baige.api.nodes import NodeSpec
+from baige.api.queues import QueueSpec, QueueTreeError, check_queue_tree
+from baige.api.views import (
+    AcceleratorSummary,
+    EventView,
+    NodeView,
+    OverviewView,
+    QueueUsage,
+    QueueView,
+    ReplicaView,
+    SamplePoint,
+    WorkloadView,
+)
+from baige.api.workloads import InferenceServiceSpec, Phase, TrainingJobSpec
+from baige.control.auth import Principal
+from baige.control.errors import Conflict, Forbidden, Invalid, NotFound
+from baige.store.db import Database
+from baige.store.tables import EventRow, NodeRow, QueueRow, ReplicaRow, SampleRow, WorkloadRow
+
+__all__ = ["ACTIVE", "ControlService", "record_event"]
+
+ACTIVE = (Phase.PENDING.value, Phase.ADMITTED.value, Phase.RUNNING.value)
+WorkloadSpecT = TrainingJobSpec | InferenceServiceSpec
+
+
+def record_event(
+    session: Session,
+    kind: str,
+    object_id: str,
+    event_type: str,
+    reason: str,
+    message: str,
+    *,
+    tenant: str | None = None,
+    now: float | None = None,
+) -> None:
+    session.add(
+        EventRow(
+            ts=time.time() if now is None else now,
+            object_kind=kind,
+            object_id=object_id,
+            tenant=tenant,
+            type=event_type,
+            reason=reason,
+            message=message,
+        )
+    )
+
+
+def _cards(placement: dict[str, object]) -> float:
+    """Cards a stored placement uses (shares summed)."""
+    devices = placement.get("devices")
+    milli = placement.get("milli", 1000)
+    count = len(devices) if isinstance(devices, list) else 0
+    return count * (milli if isinstance(milli, int) else 1000) / 1000
+
+
+def _event_view(row: EventRow) -> EventView:
+    return EventView(
+        ts=row.ts,
+        object_kind=row.object_kind,
+        object_id=row.object_id,
+        type=row.type,
+        reason=row.reason,
+        message=row.message,
+    )
+
+
+def _require_admin(who: Principal, what: str) -> None:
+    if not who.admin:
+        raise Forbidden(f"only an admin token may {what}")
+
+
+def node_view(row: NodeRow, allocated: float = 0.0) -> NodeView:
+    spec = NodeSpec.model_validate(row.spec)
+    return NodeView(
+        name=row.name,
+        accelerator_type=row.accel_type,
+        devices=row.devices,
+        health="cordoned" if row.cordoned and row.health == "ready" else row.health,
+        cordoned=row.cordoned,
+        reason=row.reason,
+        last_heartbeat=row.last_heartbeat,
+        allocated=allocated,
+        topology=list(spec.topology),
+        pool=spec.pool,
+    )
+
+
+def workload_view(row: WorkloadRow, replicas: Sequence[ReplicaRow] = ()) -> WorkloadView:
+    return WorkloadView(
+        id=row.id,
+        name=row.name,
+        kind=row.kind,
+        tenant=row.tenant,
+        queue=row.queue,
+        phase=row.phase,
+        reason_code=row.reason_code,
+        reason=row.reason,
+        replicas=row.replicas,
+        accelerator_type=row.accel_type,
+        running_replicas=[
+            ReplicaView(
+                id=r.id,
+                index=r.index,
+                node=r.node,
+                devices=list(r.devices),
+                share=r.milli / 1000,
+                state=r.state,
+                exit_code=r.exit_code,
+                port=r.port,
+                reason=r.reason,
+            )
+            for r in replicas
+        ],
+        restarts=row.restarts,
+        exit_code=row.exit_code,
+        created_at=row.created_at,
+        admitted_at=row.admitted_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        spec=row.spec,
+    )
+
+
+class ControlService:
+    """The operations behind every endpoint."""
+
+    def __init__(self, db: Database, *, wake: Callable[[], None] | None = None) -> None:
+        self.db = db
+        self.wake = wake or (lambda: None)
+
+    # -- queues --------------------------------------------------------------------------
+
+    def apply_queue(self, who: Principal, spec: QueueSpec) -> QueueView:
+        """Create or replace a queue; the whole tree must stay valid."""
+        _require_admin(who, "change queues")
+        now = time.time()
+        with self.db.session() as session:
+            rows = {r.name: r for r in session.scalars(select(QueueRow))}
+            specs = [QueueSpec.model_validate(r.spec) for n, r in rows.items() if n != spec.name]
+            try:
+                check_queue_tree([*specs, spec])
+            except QueueTreeError as err:
+                raise Invalid(
+                    "the queue does not fit the tree",
+                    [{"field": "quotas", "message": p} for p in err.problems],
+                ) from None
+            row = rows.get(spec.name)
+            data = spec.model_dump(mode="json")
+            if row is None:
+                row = QueueRow(name=spec.name, created_at=now, spec=data, updated_at=now)
+                session.add(row)
+            row.spec, row.tenant, row.parent, row.updated_at = data, spec.tenant, spec.parent, now
+            record_event(session, "queue", spec.name, "Applied", "QueueApplied",
+                         f"queue {spec.name} applied", tenant=spec.tenant, now=now)  # fmt: skip
+        self.wake()
+        return self._queue_views(who, only=spec.name)[0]
+
+    def delete_queue(self, who: Principal, name: str) -> None:
+        _require_admin(who, "delete queues")
+        with self.db.session() as session:
+            row = session.get(QueueRow, name)
+            if row is None:
+                raise NotFound(f"queue {name!r} not found")
+            children = session.scalar(select(func.count()).where(QueueRow.parent == name))
+            active = session.scalar(
+                select(func.count()).where(WorkloadRow.queue == name, WorkloadRow.phase.in_(ACTIVE))
+            )
+            if children or active:
+                raise Conflict(
+                    f"queue {name!r} still has {children} child queue(s) and {active} active "
+                    "workload(s)"
+                )
+            session.delete(row)
+
+    def list_queues(self, who: Principal) -> list[QueueView]:
+        return self._queue_views(who)
+
+    def _queue_views(self, who: Principal, only: str | None = None) -> list[QueueView]:
+        with self.db.session() as session:
+            rows = list(session.scalars(select(QueueRow).order_by(QueueRow.name)))
+            used: dict[tuple[str, str], float] = defaultdict(float)
+            counts: dict[tuple[str, str], int] = defaultdict(int)
+            for queue, phase, accel, placements in session.execute(
+                select(WorkloadRow.queue, WorkloadRow.phase, WorkloadRow.accel_type,
+                       WorkloadRow.placements).where(WorkloadRow.phase.in_(ACTIVE))
+            ):  # fmt: skip
+                counts[(queue, "pending" if phase == "pending" else "running")] += 1
+                if accel and placements:
+                    used[(queue, accel)] += sum(_cards(p) for p in placements)
+        parents = {r.name: r.parent for r in rows}
+        totals: dict[tuple[str, str], float] = defaultdict(float)
+        for (queue, accel), cards in used.items():
+            cursor: str | None = queue
+            while cursor is not None:
+                totals[(cursor, accel)] += cards
+                cursor = parents.get(cursor)
+        views = []
+        for row in rows:
+            if only is not None and row.name != only:
+                continue
+            if not who.sees(row.tenant):
+                continue
+            spec = QueueSpec.model_validate(row.spec)
+            accels = set(spec.quotas) | {a for (q, a) in totals if q == row.name}
+            usage = {
+                accel: QueueUsage(
+                    guaranteed=spec.quotas[accel].guaranteed if accel in spec.quotas else 0,
+                    limit=spec.quotas[accel].limit if accel in spec.quotas else None,
+                    used=round(totals.get((row.name, accel), 0.0), 3),
+                )
+                for accel in sorted(accels)
+            }
+            views.append(
+                QueueView(
+                    name=row.name,
+                    parent=row.parent,
+                    tenant=row.tenant,
+                    weight=spec.weight,
+                    usage=usage,
+                    pending=counts[(row.name, "pending")],
+                    running=counts[(row.name, "running")],
+                )
+            )
+        return views
+
+    # -- nodes ---------------------------------------------------------------------------
+
+    def register_nodes(
+        self, who: Principal, specs: Sequence[NodeSpec], *, agent: str = "api"
+    ) -> int:
+        """Create or update nodes (one transaction); a registration counts as a heartbeat."""
+        _require_admin(who, "register nodes")
+        now = time.time()
+        with self.db.session() as session:
+            existing = {
+                r.name: r
+                for r in session.scalars(
+                    select(NodeRow).where(NodeRow.name.in_([s.name for s in specs]))
+                )
+            }
+            for spec in specs:
+                row = existing.get(spec.name)
+                accel = spec.accelerators
+                data = spec.model_dump(mode="json")
+                if row is None:
+                    row = NodeRow(name=spec.name, registered_at=now, cordoned=spec.cordoned)
+                    session.add(row)
+                    record_event(session, "node", spec.name, "Registered", "NodeRegistered",
+                                 f"node {spec.name} registered by {agent}", now=now)  # fmt: skip
+                if row.spec != data or not row.updated_at:
+                    row.updated_at = now
+                row.spec = data
+                row.accel_type = accel.type if accel else ""
+                row.devices = accel.count if accel else 0
+                row.agent = agent
+                row.health = "ready"
+                row.reason = ""
+                row.last_heartbeat = now
+        self.wake()
+        return len(specs)
+
+    def heartbeat(self, who: Principal, names: Sequence[str]) -> int:
+        """Mark nodes alive; a failed node that heartbeats again becomes ready."""
+        _require_admin(who, "send heartbeats")
+        now = time.time()
+        with self.db.session() as session:
+            rows = list(session.scalars(select(NodeRow).where(NodeRow.name.in_(list(names)))))
+            if len(rows) != len(set(names)):
+                missing = sorted(set(names) - {r.name for r in rows})
+                raise NotFound(f"node(s) not registered: {', '.join(missing)}")
+            for row in rows:
+                if row.health == "failed":
+                    record_event(session, "node", row.name, "Recovered", "HeartbeatResumed",
+                                 "heartbeats resumed; node is ready again", now=now)  # fmt: skip
+                    row.health, row.reason = "ready", ""
+                row.last_heartbeat = now
+        return len(rows)
+
+    def set_cordon(self, who: Principal, name: str, cordoned: bool) -> NodeView:
+        _require_admin(who, "cordon nodes")
+        with self.db.session() as session:
+            row = session.get(NodeRow, name)
+            if row is None:
+                raise NotFound(f"node {name!r} not found")
+            if row.cordoned != cordoned:
+                row.cordoned = cordoned
+                what = "Cordoned" if cordoned else "Uncordoned"
+                record_event(session, "node", name, what, what,
+                             f"node {name} {what.lower()} by {who.name}")  # fmt: skip
+        self.wake()
+        return self.get_node(who, name)
+
+    def get_node(self, who: Principal, name: str) -> NodeView:
+        views = self.list_nodes(who, names=[name])
+        if not views:
+            raise NotFound(f"node {name!r} not found")
+        return views[0]
+
+    def list_nodes(
+        self,
+        who: Principal,
+        *,
+        names: Sequence[str] | None = None,
+        limit: int = 10_000,
+        offset: int = 0,
+    ) -> list[NodeView]:
+        with self.db.session() as session:
+            query = select(NodeRow).order_by(NodeRow.name).limit(limit).offset(offset)
+            if names is not None:
+                query = query.where(NodeRow.name.in_(list(names)))
+            rows = list(session.scalars(query))
+            allocated: dict[str, float] = defaultdict(float)
+            running: dict[str, set[str]] = defaultdict(set)
+            active = select(WorkloadRow.id, WorkloadRow.tenant, WorkloadRow.placements).where(
+                WorkloadRow.phase.in_(ACTIVE)
+            )
+            for workload_id, tenant, placements in session.execute(active):
+                for p in placements or ():
+                    allocated[str(p["node"])] += _cards(p)
+                    if who.sees(tenant):
+                        running[str(p["node"])].add(workload_id)
+        views = []
+        for row in rows:
+            view = node_view(row, round(allocated[row.name], 3))
+            view.workloads = sorted(running[row.name])
+            views.append(view)
+        return views
+
+    # -- workloads -----------------------------------------------------------------------
+
+    def submit(
+        self, who: Principal, spec: WorkloadSpecT, idempotency_key: str | None = None
+    ) -> tuple[WorkloadView, bool]:
+        """Accept a job or service; with an idempotency key, a retry returns the first one."""
+        now = time.time()
+        data = spec.model_dump(mode="json")
+        with self.db.session() as session:
+            queue = session.get(QueueRow, spec.queue)
+            if queue is None or not who.sees(queue.tenant):
+                raise NotFound(
+                    f"queue {spec.queue!r} not found",
+                    [{"field": "queue", "message": f"no queue {spec.queue!r} you can submit to"}],
+                )
+            tenant = queue.tenant or who.tenant or "admin"
+            if idempotency_key:
+                found = self._by_key(session, tenant, idempotency_key)
+                if found is not None:
+                    return self._same_or_conflict(found, data), False
+            prefix = "job" if isinstance(spec, TrainingJobSpec) else "svc"
+            row = WorkloadRow(
+                id=f"{prefix}-{secrets.token_hex(4)}",
+                name=spec.name,
+                kind=spec.kind,
+                tenant=tenant,
+                queue=spec.queue,
+                spec=data,
+                replicas=spec.replicas,
+                phase=Phase.PENDING.value,
+                reason_code="NotConsidered",
+                reason="waiting for the next scheduling pass",
+                placements=[],
+                generation=0,
+                restarts=0,
+                idempotency_key=idempotency_key,
+                cancel_requested=False,
+                created_at=now,
+            )
+            session.add(row)
+            record_event(session, "workload", row.id, "Submitted", "Submitted",
+                         f"{spec.kind} {spec.name} submitted to queue {spec.queue} by {who.name}",
+                         tenant=tenant, now=now)  # fmt: skip
+        self.wake()
+        return workload_view(row), True
+
+    def submit_safely(
+        self, who: Principal, spec: WorkloadSpecT, idempotency_key: str | None = None
+    ) -> tuple[WorkloadView, bool]:
+        """:meth:`submit`, resolving the race of two identical keyed submissions."""
+        try:
+            return self.submit(who, spec, idempotency_key)
+        except IntegrityError:
+            if not idempotency_key:
+                raise
+            with self.db.session() as session:
+                queue = session.get(QueueRow, spec.queue)
+                tenant = (queue.tenant if queue else None) or who.tenant or "admin"
+                found = self._by_key(session, tenant, idempotency_key)
+                if found is None:
+                    raise
+                return self._same_or_conflict(found, spec.model_dump(mode="json")), False
+
+    @staticmethod
+    def _by_key(session: Session, tenant: str, key: str) -> WorkloadRow | None:
+        return session.scalars(
+            select(WorkloadRow).where(
+                WorkloadRow.tenant == tenant, WorkloadRow.idempotency_key == key
+            )
+        ).first()
+
+    @staticmethod
+    def _same_or_conflict(row: WorkloadRow, data: dict[str, object]) -> WorkloadView:
+        if row.spec != data:
+            raise Conflict(
+                f"idempotency key already used for {row.id} with a different spec; "
+                "use a new key for a new submission"
+            )
+        return workload_view(row)
+
+    def _visible(self, session: Session, who: Principal, workload_id: str) -> WorkloadRow:
+        row = session.get(WorkloadRow, workload_id)
+        if row is None or not who.sees(row.tenant):
+            raise NotFound(f"{workload_id!r} not found")
+        return row
+
+    def _replicas(self, session: Session, row: WorkloadRow) -> list[ReplicaRow]:
+        return list(
+            session.scalars(
+                select(ReplicaRow)
+                .where(ReplicaRow.workload_id == row.id, ReplicaRow.generation == row.generation)
+                .order_by(ReplicaRow.index, ReplicaRow.id)
+            )
+        )
+
+    def get(self, who: Principal, workload_id: str, kind: str | None = None) -> WorkloadView:
+        with self.db.session() as session:
+            row = self._visible(session, who, workload_id)
+            if kind is not None and row.kind != kind:
+                raise NotFound(f"{workload_id!r} not found")
+            return workload_view(row, self._replicas(session, row))
+
+    def list_workloads(
+        self,
+        who: Principal,
+        *,
+        kind: str | None = None,
+        queue: str | None = None,
+        phase: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[WorkloadView]:
+        with self.db.session() as session:
+            query = select(WorkloadRow).order_by(WorkloadRow.created_at.desc(), WorkloadRow.id)
+            if not who.admin:
+                query = query.where(WorkloadRow.tenant == who.tenant)
+            if kind:
+                query = query.where(WorkloadRow.kind == kind)
+            if queue:
+                query = query.where(WorkloadRow.queue == queue)
+            if phase:
+                phases = [p.strip() for p in phase.split(",") if p.strip()]
+                unknown = [p for p in phases if p not in {x.value for x in Phase}]
+                if unknown:
+                    raise Invalid(
+                        f"unknown phase {unknown[0]!r}; "
+                        f"one of: {', '.join(x.value for x in Phase)}",
+                        [{"field": "phase", "message": "unknown phase"}],
+                    )
+                query = query.where(WorkloadRow.phase.in_(phases))
+            rows = list(session.scalars(query.limit(limit).offset(offset)))
+            return [workload_view(row) for row in rows]
+
+    def cancel(self, who: Principal, workload_id: str) -> WorkloadView:
+        now = time.time()
+        with self.db.session() as session:
+            row = self._visible(session, who, workload_id)
+            if Phase(row.phase).terminal:
+                return workload_view(row)
+            row.cancel_requested = True
+            if row.phase == Phase.PENDING.value:
+                row.phase, row.finished_at = Phase.CANCELLED.value, now
+                row.reason_code, row.reason = "Cancelled", f"cancelled by {who.name}"
+            record_event(session, "workload", row.id, "CancelRequested", "Cancelled",
+                         f"cancel requested by {who.name}", tenant=row.tenant, now=now)  # fmt: skip
+        self.wake()
+        return self.get(who, workload_id)
+
+    def scale(self, who: Principal, workload_id: str, replicas: int) -> WorkloadView:
+        if replicas < 0:
+            raise Invalid("replicas cannot be negative", [{"field": "replicas", "message": "≥ 0"}])
+        with self.db.session() as session:
+            row = self._visible(session, who, workload_id)
+            if row.kind != "InferenceService":
+                raise Invalid(f"{workload_id} is a {row.kind}; only services scale")
+            if Phase(row.phase).terminal:
+                raise Conflict(f"{workload_id} has ended ({row.phase}); submit it again")
+            spec = dict(row.spec)
+            spec["replicas"] = replicas
+            try:
+                InferenceServiceSpec.model_validate(spec)
+            except ValidationError as err:
+                raise Invalid(str(err)) from None
+            row.spec, row.replicas = spec, replicas
+            message = f"scaled to {replicas} replicas by {who.name}"
+            record_event(
+                session, "workload", row.id, "Scaled", "Scaled", message, tenant=row.tenant
+            )
+        self.wake()
+        return self.get(who, workload_id)
+
+    def events(
+        self, who: Principal, kind: str, object_id: str, limit: int = 500
+    ) -> list[EventView]:
+        with self.db.session() as session:
+            if kind == "workload":
+                self._visible(session, who, object_id)
+            rows = session.scalars(
+                select(EventRow)
+                .where(EventRow.object_kind == kind, EventRow.object_id == object_id)
+                .order_by(EventRow.id)
+                .limit(limit)
+            )
+            return [_event_view(r) for r in rows]
+
+    def overview(self, who: Principal, hours: float = 6.0) -> OverviewView:
+        """Cards by type and state, workloads by phase, open faults, recent usage."""
+        now = time.time()
+        with self.db.session() as session:
+            totals: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+            node_states: dict[str, int] = defaultdict(int)
+            state_of: dict[str, str] = {}
+            for name, accel, devices, health, cordoned in session.execute(
+                select(
+                    NodeRow.name,
+                    NodeRow.accel_type,
+                    NodeRow.devices,
+                    NodeRow.health,
+                    NodeRow.cordoned,
+                )
+            ):
+                state = "cordoned" if cordoned and health == "ready" else health
+                state_of[name] = state
+                node_states[state] += 1
+                if not accel:
+                    continue
+                totals[accel]["total"] += devices
+                totals[accel][state] += devices
+            phases: dict[str, int] = defaultdict(int)
+            reasons: dict[str, int] = defaultdict(int)
+            restarts = 0
+            query = select(
+                WorkloadRow.phase,
+                WorkloadRow.reason_code,
+                WorkloadRow.accel_type,
+                WorkloadRow.placements,
+                WorkloadRow.restarts,
+                WorkloadRow.tenant,
+            )
+            if not who.admin:
+                query = query.where(WorkloadRow.tenant == who.tenant)
+            for phase, code, held, placements, restarted, _tenant in session.execute(query):
+                phases[phase] += 1
+                restarts += restarted
+                if phase == Phase.PENDING.value:
+                    reasons[code or "NotConsidered"] += 1
+                if phase in ACTIVE and held and placements:
+                    for placement in placements:
+                        cards = _cards(placement)
+                        totals[held]["allocated"] += cards
+                        where = state_of.get(str(placement.get("node")), "failed")
+                        totals[held][f"allocated-{where}"] += cards
+            faults_query = (
+                select(EventRow)
+                .where(
+                    EventRow.type.in_(("Failed", "Restarting", "Preempted")),
+                    EventRow.ts >= now - hours * 3600,
+                )
+                .order_by(EventRow.id.desc())
+                .limit(50)
+            )
+            if not who.admin:
+                faults_query = faults_query.where(EventRow.tenant == who.tenant)
+            faults = [_event_view(r) for r in session.scalars(faults_query)]
+            since = now - hours * 3600
+            samples = session.scalars(
+                select(SampleRow).where(SampleRow.ts >= since).order_by(SampleRow.ts)
+            )
+            history = [
+                SamplePoint(
+                    ts=r.ts,
+                    type=r.accel_type,
+                    capacity=r.capacity,
+                    allocated=r.allocated,
+                    running=r.running,
+                    pending=r.pending,
+                )
+                for r in samples
+            ]
+        accelerators = [
+            AcceleratorSummary(
+                type=accel,
+                total=int(t["total"]),
+                allocated=round(t["allocated"], 3),
+                idle=round(max(0.0, t["ready"] - t["allocated-ready"]), 3),
+                failed=int(t["failed"]),
+                cordoned=int(max(0.0, t["cordoned"] - t["allocated-cordoned"])),
+            )
+            for accel, t in sorted(totals.items())
+        ]
+        return OverviewView(
+            accelerators=accelerators,
+            nodes=dict(node_states),
+            workloads=dict(phases),
+            pending_reasons=dict(reasons),
+            restarts=restarts,
+            faults=faults,
+            history=history,
+        )
+
+    @staticmethod
+    def whoami(who: Principal) -> dict[str, object]:
+        return {"name": who.name, "tenant": who.tenant, "admin": who.admin}
+
+    def recent_events(self, who: Principal, limit: int = 100) -> list[EventView]:
+        """The newest events the caller may see (nodes and queues: admin only)."""
+        with self.db.session() as session:
+            query = select(EventRow).order_by(EventRow.id.desc()).limit(limit)
+            if not who.admin:
+                query = query.where(EventRow.tenant == who.tenant)
+            return [_event_view(r) for r in session.scalars(query)]
+
+    def log_files(
+        self, who: Principal, workload_id: str, replica: int | None = None
+    ) -> list[tuple[str, Path]]:
+        """(label, log file) of the workload's latest replicas, first replica first; the
+        label is ``r<index>`` (and ``.<attempt>`` for a restarted service replica)."""
+        with self.db.session() as session:
+            row = self._visible(session, who, workload_id)
+            replicas = self._replicas(session, row)
+            if not replicas and row.generation > 1:
+                replicas = list(
+                    session.scalars(
+                        select(ReplicaRow)
+                        .where(ReplicaRow.workload_id == row.id)
+                        .order_by(ReplicaRow.generation.desc(), ReplicaRow.index)
+                    )
+                )
+        if replica is not None:
+            replicas = [r for r in replicas if r.index == replica]
+            if not replicas:
+                raise NotFound(f"{workload_id} has no replica {replica}")
+        out = []
+        for r in replicas:
+            if r.log_path:
+                attempt = r.id.rsplit("-a", 1)[-1]
+                out.append(
+                    (f"r{r.index}" + ("" if attempt == "0" else f".{attempt}"), Path(r.log_path))
+                )
+        return out

@@ -1,0 +1,395 @@
+"""The HTTP API. Thin: authenticate, read the body, call the service, shape the answer.
+
+Every failure a client can cause is a 4xx whose body names what was wrong
+(``{"error": ..., "problems": [{"field", "line", "message"}]}``); a 500 is a bug.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import (
+    FileResponse,
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+    StreamingResponse,
+)
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field, ValidationError
+
+from baige import __version__
+from baige.api.nodes import NodeSpec
+from baige.api.queues import QueueSpec
+from baige.api.views import EventView, NodeView, OverviewView, QueueView, TokenView, WorkloadView
+from baige.api.workloads import InferenceServiceSpec, Phase, TrainingJobSpec
+from baige.control.auth import Principal, authenticate, create_token
+from baige.control.errors import ApiError, Forbidden, Invalid
+from baige.control.service import ControlService
+from baige.server.bodies import read_spec
+from baige.server.metrics import make_registry
+from baige.store.db import Database
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("baige.api")
+CONSOLE = Path(__file__).parent / "console"
+
+_SPEC_BODY = {
+    "application/json": {"schema": {"type": "object"}},
+    "application/yaml": {"schema": {"type": "string"}},
+}
+
+
+class ScaleRequest(BaseModel):
+    replicas: int = Field(ge=0, le=100_000)
+
+
+class TokenRequest(BaseModel):
+    name: str = Field(min_length=1, max_length=128)
+    tenant: str | None = Field(
+        default=None, min_length=1, max_length=63, pattern=r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$"
+    )
+    admin: bool = False
+
+
+class NodesRequest(BaseModel):
+    nodes: list[NodeSpec] = Field(min_length=1, max_length=10_000)
+
+
+class HeartbeatRequest(BaseModel):
+    nodes: list[str] = Field(min_length=1, max_length=10_000)
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    version: str
+    database: str
+    controller_pass_seconds: float | None = Field(default=None, description="the last pass")
+    controller_pass_p50_seconds: float | None = None
+    controller_pass_p99_seconds: float | None = Field(
+        default=None, description="over the last 1,000 passes"
+    )
+
+
+def current_principal(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> Principal:
+    """The caller, from its bearer token (401 without a valid one)."""
+    return authenticate(request.app.state.db, authorization)
+
+
+Who = Annotated[Principal, Depends(current_principal)]
+
+
+def _problems_from(error: RequestValidationError | ValidationError) -> list[dict[str, object]]:
+    problems: list[dict[str, object]] = []
+    for item in error.errors():
+        location = [
+            str(part) for part in item.get("loc", ()) if part not in ("body", "query", "path")
+        ]
+        message = str(item.get("msg", "invalid")).removeprefix("Value error, ")
+        problems.append({"field": ".".join(location), "message": message})
+    return problems
+
+
+def create_app(
+    db: Database,
+    service: ControlService,
+    *,
+    pass_seconds: Callable[[], list[float]] = list,
+    follow_poll_s: float = 0.5,
+) -> FastAPI:
+    """The API over ``service``; ``pass_seconds`` gives the controller's recent pass times."""
+    app = FastAPI(
+        title="Baige",
+        version=__version__,
+        description="One pool of mixed accelerators for training jobs and inference services.",
+    )
+
+    @app.exception_handler(ApiError)
+    async def api_error(_request: Request, error: ApiError) -> JSONResponse:
+        return JSONResponse(error.body(), status_code=error.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:
+        problems = _problems_from(error)
+        first = problems[0] if problems else {"field": "", "message": "invalid request"}
+        message = (
+            f"{first['field']}: {first['message']}" if first["field"] else str(first["message"])
+        )
+        return JSONResponse({"error": message, "problems": problems}, status_code=400)
+
+    app.state.db = db
+    registry, latency = make_registry(service, pass_seconds)
+
+    @app.middleware("http")
+    async def measure(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        template = getattr(route, "path", "unmatched")
+        latency.labels(request.method, template, str(response.status_code)).observe(
+            time.perf_counter() - started
+        )
+        return response
+
+    @app.get("/", include_in_schema=False)
+    def console() -> FileResponse:
+        """The web console (its scripts and styles are served from here too: no CDN)."""
+        return FileResponse(CONSOLE / "index.html")
+
+    app.mount("/console", StaticFiles(directory=CONSOLE), name="console")
+
+    @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
+    def metrics() -> Response:
+        """Prometheus metrics: cards, queues, workloads, controller pass time, API latency."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> Health:
+        """Liveness and the controller's last pass time; no token needed."""
+        recent = sorted(pass_seconds())
+        if not recent:
+            return Health(status="ok", version=__version__, database=db.dialect)
+        return Health(
+            status="ok",
+            version=__version__,
+            database=db.dialect,
+            controller_pass_seconds=pass_seconds()[-1],
+            controller_pass_p50_seconds=recent[len(recent) // 2],
+            controller_pass_p99_seconds=recent[
+                min(len(recent) - 1, round(0.99 * (len(recent) - 1)))
+            ],
+        )
+
+    v1 = APIRouter(prefix="/v1")
+
+    # -- queues --------------------------------------------------------------------------
+
+    @v1.get("/queues", tags=["queues"])
+    def list_queues(who: Who) -> list[QueueView]:
+        """The queue tree with guaranteed, limit and used cards per accelerator type."""
+        return service.list_queues(who)
+
+    @v1.post("/queues", tags=["queues"], status_code=201,
+             openapi_extra={"requestBody": {"content": _SPEC_BODY, "required": True}})  # fmt: skip
+    async def apply_queue(request: Request, who: Who) -> QueueView:
+        """Create or replace a queue (admin)."""
+        if not who.admin:
+            raise Forbidden("only an admin token may change queues")
+        spec = await read_spec(request, (QueueSpec,), "Queue")
+        assert isinstance(spec, QueueSpec)
+        return service.apply_queue(who, spec)
+
+    @v1.delete("/queues/{name}", tags=["queues"], status_code=204)
+    def delete_queue(name: str, who: Who) -> None:
+        service.delete_queue(who, name)
+
+    # -- nodes ---------------------------------------------------------------------------
+
+    @v1.get("/nodes", tags=["nodes"])
+    def list_nodes(
+        who: Who,
+        limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
+        offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+    ) -> list[NodeView]:
+        return service.list_nodes(who, limit=limit, offset=offset)
+
+    @v1.post("/nodes", tags=["nodes"], status_code=201)
+    def register_nodes(body: NodesRequest, who: Who) -> dict[str, int]:
+        """Register (or update) nodes; registering counts as a heartbeat (admin)."""
+        return {"registered": service.register_nodes(who, body.nodes)}
+
+    @v1.post("/nodes/heartbeat", tags=["nodes"])
+    def heartbeat(body: HeartbeatRequest, who: Who) -> dict[str, int]:
+        """Node agents call this every few seconds; silence for 10 s fails the node."""
+        return {"nodes": service.heartbeat(who, body.nodes)}
+
+    @v1.get("/nodes/{name}", tags=["nodes"])
+    def get_node(name: str, who: Who) -> NodeView:
+        return service.get_node(who, name)
+
+    @v1.post("/nodes/{name}/cordon", tags=["nodes"])
+    def cordon(name: str, who: Who) -> NodeView:
+        """Stop placing new work on the node; what runs there keeps running (admin)."""
+        return service.set_cordon(who, name, True)
+
+    @v1.post("/nodes/{name}/uncordon", tags=["nodes"])
+    def uncordon(name: str, who: Who) -> NodeView:
+        return service.set_cordon(who, name, False)
+
+    @v1.get("/nodes/{name}/events", tags=["nodes"])
+    def node_events(name: str, who: Who) -> list[EventView]:
+        return service.events(who, "node", name)
+
+    # -- workloads -----------------------------------------------------------------------
+
+    def workload_routes(
+        path: str, kind: str, spec_type: type[TrainingJobSpec | InferenceServiceSpec], tag: str
+    ) -> None:
+        what = spec_type.model_fields["kind"].default
+
+        body = {"requestBody": {"content": _SPEC_BODY, "required": True}}
+
+        @v1.post(f"/{path}", tags=[tag], status_code=201, name=f"submit_{path}", openapi_extra=body)
+        async def submit(
+            request: Request,
+            who: Who,
+            idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
+        ) -> WorkloadView:
+            """Submit a spec (JSON or YAML). With an ``Idempotency-Key`` header, a retry of the
+            same request returns the first submission instead of a duplicate."""
+            spec = await read_spec(request, (spec_type,), what)
+            assert isinstance(spec, TrainingJobSpec | InferenceServiceSpec)
+            view, _ = service.submit_safely(who, spec, idempotency_key)
+            return view
+
+        @v1.get(f"/{path}", tags=[tag], name=f"list_{path}")
+        def list_(
+            who: Who,
+            queue: str | None = None,
+            phase: Annotated[str | None, Query(description="one or more, comma-separated")] = None,
+            limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+            offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+        ) -> list[WorkloadView]:
+            return service.list_workloads(who, kind=kind, queue=queue, phase=phase,
+                                          limit=limit, offset=offset)  # fmt: skip
+
+        @v1.get(f"/{path}/{{workload_id}}", tags=[tag], name=f"get_{path}")
+        def get(workload_id: str, who: Who) -> WorkloadView:
+            return service.get(who, workload_id, kind)
+
+        @v1.post(f"/{path}/{{workload_id}}/cancel", tags=[tag], name=f"cancel_{path}")
+        def cancel(workload_id: str, who: Who) -> WorkloadView:
+            service.get(who, workload_id, kind)
+            return service.cancel(who, workload_id)
+
+        @v1.get(f"/{path}/{{workload_id}}/events", tags=[tag], name=f"events_{path}")
+        def events(workload_id: str, who: Who) -> list[EventView]:
+            service.get(who, workload_id, kind)
+            return service.events(who, "workload", workload_id)
+
+        @v1.get(f"/{path}/{{workload_id}}/logs", tags=[tag], name=f"logs_{path}",
+                response_class=PlainTextResponse)  # fmt: skip
+        def logs(
+            workload_id: str,
+            who: Who,
+            replica: Annotated[int | None, Query(ge=0, le=100_000)] = None,
+            follow: bool = False,
+            tail: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
+        ) -> StreamingResponse:
+            """The replicas' output; ``follow`` streams until the workload ends."""
+            service.get(who, workload_id, kind)
+            return StreamingResponse(
+                _stream_logs(service, who, workload_id, replica, follow, tail, follow_poll_s),
+                media_type="text/plain; charset=utf-8",
+            )
+
+    workload_routes("jobs", "TrainingJob", TrainingJobSpec, "jobs")
+    workload_routes("services", "InferenceService", InferenceServiceSpec, "services")
+
+    @v1.post("/services/{workload_id}/scale", tags=["services"])
+    def scale(workload_id: str, body: ScaleRequest, who: Who) -> WorkloadView:
+        service.get(who, workload_id, "InferenceService")
+        return service.scale(who, workload_id, body.replicas)
+
+    @v1.delete("/services/{workload_id}", tags=["services"])
+    def delete_service(workload_id: str, who: Who) -> WorkloadView:
+        service.get(who, workload_id, "InferenceService")
+        return service.cancel(who, workload_id)
+
+    @v1.get("/overview", tags=["overview"])
+    def overview(who: Who, hours: Annotated[float, Query(ge=0, le=168)] = 6.0) -> OverviewView:
+        """Cards by type and state, workloads by phase, why work waits, open faults, usage."""
+        return service.overview(who, hours)
+
+    @v1.get("/me", tags=["overview"])
+    def me(who: Who) -> dict[str, object]:
+        """Who the token belongs to."""
+        return service.whoami(who)
+
+    @v1.get("/events", tags=["overview"])
+    def events(who: Who, limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> list[EventView]:
+        """The newest events the caller may see."""
+        return service.recent_events(who, limit)
+
+    # -- tokens --------------------------------------------------------------------------
+
+    @v1.post("/tokens", tags=["tokens"], status_code=201)
+    def make_token(body: TokenRequest, who: Who) -> TokenView:
+        """Make a token for a tenant (admin). It is shown once."""
+        if not who.admin:
+            raise Forbidden("only an admin token may make tokens")
+        if not body.admin and body.tenant is None:
+            raise Invalid(
+                "a non-admin token needs a tenant", [{"field": "tenant", "message": "required"}]
+            )
+        token = create_token(db, body.name, body.tenant, admin=body.admin)
+        return TokenView(name=body.name, tenant=body.tenant, admin=body.admin, token=token)
+
+    app.include_router(v1)
+    return app
+
+
+def _read_from(path: Path, offset: int) -> tuple[bytes, int]:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            data = handle.read()
+    except OSError:
+        return b"", offset
+    return data, offset + len(data)
+
+
+def _tail(data: bytes, lines: int | None) -> bytes:
+    if lines is None:
+        return data
+    parts = data.splitlines(keepends=True)
+    return b"".join(parts[-lines:])
+
+
+def _stream_logs(
+    service: ControlService,
+    who: Principal,
+    workload_id: str,
+    replica: int | None,
+    follow: bool,
+    tail: int | None,
+    poll_s: float,
+) -> Iterator[bytes]:
+    offsets: dict[str, int] = {}
+    many = False
+    while True:
+        files = service.log_files(who, workload_id, replica)
+        many = many or len(files) > 1
+        for replica_id, path in files:
+            first = replica_id not in offsets
+            data, offsets[replica_id] = _read_from(path, offsets.get(replica_id, 0))
+            if not data:
+                continue
+            if first:
+                data = _tail(data, tail)
+            if many:
+                label = f"[{replica_id}] ".encode()
+                data = b"".join(label + line for line in data.splitlines(keepends=True))
+            yield data
+        if not follow:
+            return
+        view = service.get(who, workload_id)
+        if Phase(view.phase).terminal:
+            for replica_id, path in service.log_files(who, workload_id, replica):
+                data, offsets[replica_id] = _read_from(path, offsets.get(replica_id, 0))
+                if data:
+                    yield data
+            return
+        time.sleep(poll_s)

@@ -1,0 +1,309 @@
+// Baige console: a small single-page app over the REST API, served by `baige up` itself
+// (no CDN, no build step). The token stays in this tab's sessionStorage.
+"use strict";
+
+const state = { token: sessionStorage.getItem("baige-token") || "", timer: null, stream: null };
+const main = document.getElementById("main");
+const COLORS = { allocated: "#2f5bea", idle: "#d0d5dd", failed: "#d92d20", cordoned: "#d98c00" };
+
+function esc(value) {
+  return String(value ?? "").replace(/[&<>"']/g, (c) =>
+    ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+}
+function phase(p) { return `<span class="phase ${esc(p)}">${esc(p)}</span>`; }
+function ago(ts) {
+  if (!ts) return "-";
+  const s = Math.max(0, Math.round(Date.now() / 1000 - ts));
+  if (s >= 86400) return `${Math.floor(s / 86400)}d`;
+  if (s >= 3600) return `${Math.floor(s / 3600)}h`;
+  if (s >= 60) return `${Math.floor(s / 60)}m`;
+  return `${s}s`;
+}
+function clock(ts) { return new Date(ts * 1000).toLocaleTimeString(); }
+
+async function api(path, options = {}) {
+  const headers = Object.assign({ Authorization: `Bearer ${state.token}` }, options.headers || {});
+  const response = await fetch(path, Object.assign({}, options, { headers }));
+  if (response.status === 401) { logout("Your token was refused; log in again."); throw new Error("401"); }
+  const text = await response.text();
+  const body = text ? (response.headers.get("content-type") || "").includes("json") ? JSON.parse(text) : text : null;
+  if (!response.ok) {
+    const problems = (body && body.problems || []).map((p) =>
+      `  ${p.line ? "line " + p.line + ": " : ""}${p.field ? p.field + ": " : ""}${p.message}`).join("\n");
+    throw new Error(`${(body && body.error) || response.statusText}${problems ? "\n" + problems : ""}`);
+  }
+  return body;
+}
+
+function logout(message) {
+  sessionStorage.removeItem("baige-token");
+  state.token = "";
+  renderLogin(message || "");
+}
+
+function renderLogin(message) {
+  document.getElementById("nav").hidden = true;
+  document.getElementById("logout").hidden = true;
+  document.getElementById("who").textContent = "";
+  main.innerHTML = `<div class="card login"><h1>Log in</h1>
+    <p class="muted">Paste an API token (the admin token is in ~/.baige/admin-token on the machine running <code>baige up</code>).</p>
+    <input id="token" type="password" placeholder="baige_…" autocomplete="off">
+    <button class="primary" id="login">Log in</button><p class="error" id="login-error">${esc(message)}</p></div>`;
+  const submit = async () => {
+    state.token = document.getElementById("token").value.trim();
+    try {
+      await api("/v1/overview");
+      sessionStorage.setItem("baige-token", state.token);
+      location.hash = location.hash && location.hash !== "#/login" ? location.hash : "#/overview";
+      route();
+    } catch (err) {
+      if (err.message !== "401") document.getElementById("login-error").textContent = err.message;
+    }
+  };
+  document.getElementById("login").onclick = submit;
+  document.getElementById("token").onkeydown = (e) => { if (e.key === "Enter") submit(); };
+}
+
+function stackedBar(parts, total) {
+  const spans = parts.map(([name, value]) =>
+    `<span style="width:${total ? (100 * value / total).toFixed(2) : 0}%;background:${COLORS[name]}" title="${name}: ${value}"></span>`).join("");
+  const legend = parts.map(([name, value]) => `<span><i style="background:${COLORS[name]}"></i>${name} ${+value.toFixed(2)}</span>`).join("");
+  return `<div class="bar">${spans}</div><div class="legend">${legend}</div>`;
+}
+
+function chart(history) {
+  if (!history.length) return `<p class="muted">No samples yet: the controller records usage every 30 s.</p>`;
+  const byTs = new Map();
+  for (const s of history) {
+    const row = byTs.get(s.ts) || { ts: s.ts, capacity: 0, allocated: 0, running: 0 };
+    row.capacity += s.capacity; row.allocated += s.allocated; row.running += s.running;
+    byTs.set(s.ts, row);
+  }
+  const rows = [...byTs.values()];
+  const dots = (key, color) => rows.map((r) => `<circle cx="${x(r.ts).toFixed(1)}" cy="${y(r[key]).toFixed(1)}" r="3" fill="${color}"/>`).join("");
+  const w = 1000, h = 200, pad = 30;
+  const t0 = rows[0].ts, t1 = rows[rows.length - 1].ts || t0 + 1;
+  const ymax = Math.max(1, ...rows.map((r) => r.capacity));
+  const x = (t) => pad + (w - 2 * pad) * (t1 === t0 ? 0.5 : (t - t0) / (t1 - t0));
+  const y = (v) => h - pad + 10 - (h - pad) * v / (ymax * 1.08);
+  const line = (key, color) => `<polyline fill="none" stroke="${color}" stroke-width="2" points="${rows.map((r) => `${x(r.ts).toFixed(1)},${y(r[key]).toFixed(1)}`).join(" ")}"/>`;
+  return `<svg class="chart" viewBox="0 0 ${w} ${h + 10}" preserveAspectRatio="none">
+    ${line("capacity", "#98a2b3")}${line("allocated", "#2f5bea")}${line("running", "#12a150")}
+    ${rows.length < 40 ? dots("capacity", "#98a2b3") + dots("allocated", "#2f5bea") + dots("running", "#12a150") : ""}
+    <text x="4" y="${y(ymax) + 4}" font-size="11" fill="#667085">${ymax}</text><text x="4" y="${y(0)}" font-size="11" fill="#667085">0</text>
+  </svg><div class="legend"><span><i style="background:#98a2b3"></i>capacity</span><span><i style="background:#2f5bea"></i>allocated</span>
+    <span><i style="background:#12a150"></i>running</span><span>cards, ${esc(clock(t0))} – ${esc(clock(t1))}</span></div>`;
+}
+
+async function renderOverview() {
+  const o = await api("/v1/overview");
+  const cards = o.accelerators.map((a) => `<div class="card"><div class="muted">${esc(a.type)}</div>
+      <div class="big">${+a.allocated.toFixed(2)} / ${a.total}</div><div class="muted">cards allocated</div>
+      ${stackedBar([["allocated", a.allocated], ["idle", a.idle], ["failed", a.failed], ["cordoned", a.cordoned]], a.total)}</div>`).join("")
+    || `<div class="card muted">No accelerators registered yet.</div>`;
+  const phases = Object.entries(o.workloads).map(([k, v]) => `${phase(k)} ${v}`).join(" &nbsp; ") || "none";
+  const reasons = Object.entries(o.pending_reasons).map(([k, v]) => `<tr><td>${esc(k)}</td><td>${v}</td></tr>`).join("");
+  const nodes = Object.entries(o.nodes).map(([k, v]) => `${phase(k)} ${v}`).join(" &nbsp; ") || "none";
+  const faults = o.faults.map((e) => `<tr><td>${esc(clock(e.ts))}</td><td>${esc(e.object_id)}</td><td>${esc(e.type)}</td><td class="reason">${esc(e.message)}</td></tr>`).join("");
+  main.innerHTML = `<h1>Overview</h1><div class="grid">${cards}</div>
+    <h2>Allocation over the last hours</h2>${chart(o.history)}
+    <div class="grid" style="margin-top:14px">
+      <div class="card"><div class="muted">Workloads</div><p>${phases}</p><div class="muted">restarts so far: ${o.restarts}</div></div>
+      <div class="card"><div class="muted">Nodes</div><p>${nodes}</p></div>
+      <div class="card"><div class="muted">Effective training time</div><p class="muted">Reported by jobs started with <code>baige run</code>; none reporting yet.</p></div>
+    </div>
+    <h2>Why work is waiting</h2>${reasons ? `<table><tr><th>reason</th><th>workloads</th></tr>${reasons}</table>` : `<p class="muted">Nothing is pending.</p>`}
+    <h2>Open faults (last 6 hours)</h2>${faults ? `<table><tr><th>time</th><th>object</th><th>what</th><th>message</th></tr>${faults}</table>` : `<p class="muted">No faults.</p>`}`;
+}
+
+async function renderQueues() {
+  const queues = await api("/v1/queues");
+  const depth = (q) => { let d = 0, p = q.parent; const byName = Object.fromEntries(queues.map((x) => [x.name, x]));
+    while (p && byName[p] && d < 10) { d++; p = byName[p].parent; } return d; };
+  const rows = queues.map((q) => {
+    const usage = Object.entries(q.usage).map(([t, u]) => {
+      const borrowed = Math.max(0, u.used - u.guaranteed), lent = Math.max(0, u.guaranteed - u.used);
+      return `${esc(t)}: used ${+u.used.toFixed(2)} of ${u.guaranteed} guaranteed${u.limit != null ? `, limit ${u.limit}` : ""}${borrowed ? `, <b>borrowing ${+borrowed.toFixed(2)}</b>` : ""}${lent && u.guaranteed ? `, lending up to ${+lent.toFixed(2)}` : ""}`;
+    }).join("<br>") || `<span class="muted">no quotas</span>`;
+    return `<tr><td style="padding-left:${10 + 18 * depth(q)}px">${esc(q.name)}</td><td>${esc(q.tenant || "")}</td><td>${q.weight}</td><td>${usage}</td><td>${q.running}</td><td>${q.pending}</td></tr>`;
+  }).join("");
+  main.innerHTML = `<h1>Queues</h1><table><tr><th>queue</th><th>tenant</th><th>weight</th><th>cards per type</th><th>running</th><th>pending</th></tr>${rows}</table>`;
+}
+
+const PAGE = 100;
+
+async function renderNodes(params) {
+  const offset = +(params.get("offset") || 0);
+  const nodes = await api(`/v1/nodes?limit=${PAGE + 1}&offset=${offset}`);
+  const more = nodes.length > PAGE;
+  const rows = nodes.slice(0, PAGE).map((n) => `<tr data-node="${esc(n.name)}"><td>${esc(n.name)}</td><td>${n.devices}× ${esc(n.accelerator_type)}</td>
+      <td>${+n.allocated.toFixed(2)}</td><td>${phase(n.health)}</td><td>${ago(n.last_heartbeat)}</td><td>${esc(n.topology.join("/"))}</td>
+      <td>${n.workloads.map((w) => `<a href="#/${w.startsWith("svc-") ? "services" : "jobs"}/${esc(w)}">${esc(w)}</a>`).join(" ")}</td>
+      <td class="reason">${esc(n.reason)}</td><td>${n.cordoned ? `<button data-act="uncordon">Uncordon</button>` : `<button data-act="cordon">Cordon</button>`}</td></tr>`).join("");
+  main.innerHTML = `<h1>Nodes</h1><div class="toolbar">${pager("#/nodes", offset, more, Math.min(PAGE, nodes.length))}</div>
+    <table><tr><th>node</th><th>accelerators</th><th>allocated</th><th>health</th><th>heartbeat</th><th>topology</th><th>running here</th><th>reason</th><th></th></tr>${rows}</table>
+    <p class="error" id="action-error"></p>`;
+  main.querySelectorAll("button[data-act]").forEach((b) => b.onclick = async () => {
+    const name = b.closest("tr").dataset.node;
+    try { await api(`/v1/nodes/${encodeURIComponent(name)}/${b.dataset.act}`, { method: "POST" }); route(); }
+    catch (err) { document.getElementById("action-error").textContent = err.message; }
+  });
+}
+
+function pager(base, offset, more, shown) {
+  const sep = base.includes("?") ? "&" : "?";
+  const range = shown ? `${offset + 1}–${offset + shown}` : "none";
+  return `${offset > 0 ? `<a href="${base}${sep}offset=${Math.max(0, offset - PAGE)}">← previous</a>` : ""}
+    <span class="muted">${range}</span>${more ? `<a href="${base}${sep}offset=${offset + PAGE}">next →</a>` : ""}`;
+}
+
+function size(w) {
+  const a = w.spec.accelerators || {};
+  return `${w.replicas}× ${a.share != null ? a.share : a.count || 1} ${esc(w.accelerator_type || (a.types || []).join("/"))}`;
+}
+
+async function renderWorkloads(kind, params) {
+  const offset = +(params.get("offset") || 0);
+  const filter = new URLSearchParams({ limit: PAGE + 1, offset });
+  if (params.get("phase")) filter.set("phase", params.get("phase"));
+  if (params.get("queue")) filter.set("queue", params.get("queue"));
+  const items = await api(`/v1/${kind}?${filter}`);
+  const more = items.length > PAGE;
+  const rows = items.slice(0, PAGE).map((w) => `<tr><td><a href="#/${kind}/${esc(w.id)}">${esc(w.id)}</a></td><td>${esc(w.name)}</td>
+      <td>${esc(w.queue)}</td><td>${phase(w.phase)}</td><td>${size(w)}</td><td>${w.restarts}</td><td>${ago(w.created_at)}</td>
+      <td class="reason">${esc(w.reason)}</td></tr>`).join("");
+  const title = kind === "jobs" ? "Jobs" : "Services";
+  main.innerHTML = `<h1>${title}</h1><div class="toolbar">
+      <select id="phase"><option value="">any phase</option>${["pending", "admitted", "running", "succeeded", "failed", "cancelled"].map((p) => `<option ${params.get("phase") === p ? "selected" : ""}>${p}</option>`).join("")}</select>
+      <input id="queue" placeholder="queue" value="${esc(params.get("queue") || "")}"> <button id="filter">Filter</button>
+      ${pager(`#/${kind}?phase=${encodeURIComponent(params.get("phase") || "")}&queue=${encodeURIComponent(params.get("queue") || "")}`, offset, more, Math.min(PAGE, items.length))}</div>
+    <table><tr><th>id</th><th>name</th><th>queue</th><th>phase</th><th>size</th><th>restarts</th><th>age</th><th>why</th></tr>${rows || `<tr><td colspan="8" class="muted">None.</td></tr>`}</table>`;
+  document.getElementById("filter").onclick = () => {
+    location.hash = `#/${kind}?phase=${encodeURIComponent(document.getElementById("phase").value)}&queue=${encodeURIComponent(document.getElementById("queue").value)}`;
+  };
+}
+
+async function renderWorkload(kind, id) {
+  const w = await api(`/v1/${kind}/${encodeURIComponent(id)}`);
+  const events = await api(`/v1/${kind}/${encodeURIComponent(id)}/events`);
+  const replicas = w.running_replicas.map((r) => `<tr><td>${r.index}</td><td>${esc(r.node)}</td><td>${esc(r.devices.join(","))}${r.share !== 1 ? ` × ${r.share}` : ""}</td>
+      <td>${phase(r.state)}</td><td>${r.exit_code ?? ""}</td><td>${r.port ? `127.0.0.1:${r.port}` : ""}</td></tr>`).join("");
+  const ev = events.map((e) => `<tr><td>${esc(clock(e.ts))}</td><td>${esc(e.type)}</td><td class="reason">${esc(e.message)}</td></tr>`).join("");
+  const active = ["pending", "admitted", "running"].includes(w.phase);
+  main.innerHTML = `<h1>${esc(w.name)} <span class="muted">${esc(w.id)}</span></h1>
+    <p>${phase(w.phase)} in queue <b>${esc(w.queue)}</b>, ${size(w)}, restarts ${w.restarts}${w.exit_code != null ? `, exit code ${w.exit_code}` : ""}</p>
+    <p class="reason" id="why">${esc(w.reason_code)}: ${esc(w.reason)}</p>
+    <div class="toolbar">${active ? `<button class="danger" id="cancel">Cancel</button>` : ""}
+      ${kind === "services" && active ? `<input id="replicas" type="number" min="0" value="${w.replicas}" style="width:80px"><button id="scale">Scale</button>` : ""}
+      <span class="error" id="action-error"></span></div>
+    <h2>Replicas</h2>${replicas ? `<table><tr><th>#</th><th>node</th><th>devices</th><th>state</th><th>exit</th><th>endpoint</th></tr>${replicas}</table>` : `<p class="muted">No replicas yet.</p>`}
+    <h2>Logs</h2><pre class="logs" id="logs"></pre>
+    <h2>Events</h2><table><tr><th>time</th><th>event</th><th>message</th></tr>${ev}</table>`;
+  const act = async (path, body) => {
+    try { await api(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: body && JSON.stringify(body) }); route(); }
+    catch (err) { document.getElementById("action-error").textContent = err.message; }
+  };
+  const cancel = document.getElementById("cancel");
+  if (cancel) cancel.onclick = () => act(`/v1/${kind}/${encodeURIComponent(id)}/cancel`);
+  const scale = document.getElementById("scale");
+  if (scale) scale.onclick = () => act(`/v1/services/${encodeURIComponent(id)}/scale`, { replicas: +document.getElementById("replicas").value });
+  tailLogs(kind, id, active);
+}
+
+async function tailLogs(kind, id, follow) {
+  const pre = document.getElementById("logs");
+  const controller = new AbortController();
+  state.stream = controller;
+  try {
+    const response = await fetch(`/v1/${kind}/${encodeURIComponent(id)}/logs?tail=500&follow=${follow}`,
+      { headers: { Authorization: `Bearer ${state.token}` }, signal: controller.signal });
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      pre.textContent += decoder.decode(value, { stream: true });
+      pre.scrollTop = pre.scrollHeight;
+    }
+    if (!pre.textContent) pre.textContent = "(no output yet)";
+  } catch (err) {
+    if (err.name !== "AbortError") pre.textContent += `\n[log stream ended: ${err.message}]`;
+  }
+}
+
+async function renderEvents() {
+  const events = await api("/v1/events?limit=200");
+  main.innerHTML = `<h1>Events</h1><table><tr><th>time</th><th>object</th><th>event</th><th>message</th></tr>${events.map((e) =>
+    `<tr><td>${esc(clock(e.ts))}</td><td>${esc(e.object_kind)} ${esc(e.object_id)}</td><td>${esc(e.type)}</td><td class="reason">${esc(e.message)}</td></tr>`).join("")}</table>`;
+}
+
+const TEMPLATE = `kind: TrainingJob
+name: my-job
+queue: default
+replicas: 1
+accelerators:
+  count: 1
+  types: [h100]
+command: [python3, -c, "print('hello from Baige')"]
+`;
+
+function renderSubmit() {
+  main.innerHTML = `<h1>Submit</h1><p class="muted">A TrainingJob or an InferenceService, as YAML. Errors name the line and field.</p>
+    <textarea id="spec" spellcheck="false">${esc(sessionStorage.getItem("baige-draft") || TEMPLATE)}</textarea>
+    <div class="toolbar" style="margin-top:10px"><button class="primary" id="submit">Submit</button></div><p class="error" id="submit-error"></p>`;
+  document.getElementById("submit").onclick = async () => {
+    const text = document.getElementById("spec").value;
+    sessionStorage.setItem("baige-draft", text);
+    const kind = /^kind:\s*InferenceService\s*$/m.test(text) ? "services" : "jobs";
+    try {
+      const w = await api(`/v1/${kind}`, { method: "POST", body: text, headers: { "Content-Type": "application/yaml", "X-Baige-Source": "console" } });
+      location.hash = `#/${kind}/${w.id}`;
+    } catch (err) { document.getElementById("submit-error").textContent = err.message; }
+  };
+}
+
+async function route() {
+  if (state.stream) { state.stream.abort(); state.stream = null; }
+  clearTimeout(state.timer);
+  if (!state.token) return renderLogin("");
+  document.getElementById("nav").hidden = false;
+  document.getElementById("logout").hidden = false;
+  if (!document.getElementById("who").textContent) {
+    api("/v1/me").then((me) => { document.getElementById("who").textContent = me.admin ? `${me.name} (admin)` : `${me.name} · tenant ${me.tenant}`; }).catch(() => {});
+  }
+  const [path, query] = (location.hash.slice(1) || "/overview").split("?");
+  const params = new URLSearchParams(query || "");
+  const parts = path.split("/").filter(Boolean);
+  document.querySelectorAll("#nav a").forEach((a) => a.classList.toggle("active", a.getAttribute("href") === `#/${parts[0]}`));
+  try {
+    if (parts[0] === "queues") await renderQueues();
+    else if (parts[0] === "nodes") await renderNodes(params);
+    else if ((parts[0] === "jobs" || parts[0] === "services") && parts[1]) await renderWorkload(parts[0], parts[1]);
+    else if (parts[0] === "jobs" || parts[0] === "services") await renderWorkloads(parts[0], params);
+    else if (parts[0] === "events") await renderEvents();
+    else if (parts[0] === "submit") return renderSubmit();
+    else await renderOverview();
+  } catch (err) {
+    if (err.message !== "401") main.innerHTML = `<p class="error">${esc(err.message)}</p>`;
+    return;
+  }
+  // pages refresh themselves; a detail page with a live log stream does not need to
+  if (!(parts[1] && (parts[0] === "jobs" || parts[0] === "services"))) state.timer = setTimeout(route, 5000);
+  else state.timer = setTimeout(refreshDetail, 3000);
+}
+
+async function refreshDetail() {
+  const [path] = location.hash.slice(1).split("?");
+  const parts = path.split("/").filter(Boolean);
+  if (!(parts[1] && (parts[0] === "jobs" || parts[0] === "services"))) return;
+  try {
+    const w = await api(`/v1/${parts[0]}/${encodeURIComponent(parts[1])}`);
+    const shown = document.querySelector("main .phase");
+    if (shown && shown.textContent !== w.phase) return route();
+    state.timer = setTimeout(refreshDetail, 3000);
+  } catch (err) { /* the next navigation shows the error */ }
+}
+
+document.getElementById("logout").onclick = () => logout("");
+window.addEventListener("hashchange", route);
+route();

@@ -1,0 +1,133 @@
+"""``/metrics`` in Prometheus' text format.
+
+Cluster figures are read from the store at scrape time (a custom collector: nothing goes
+stale between scrapes); request latency is measured by a middleware. Open without a token,
+like most exporters: it shows counts per accelerator type and queue, never workload specs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import select
+
+from baige.api.queues import QueueSpec
+from baige.control.auth import Principal
+from baige.control.service import ACTIVE, ControlService
+from baige.store.tables import QueueRow, WorkloadRow
+
+__all__ = ["ClusterCollector", "make_registry"]
+
+_ADMIN = Principal("metrics", None, admin=True)
+
+
+class ClusterCollector(Collector):
+    """Cards, queues, workloads and the controller, as gauges, computed per scrape."""
+
+    def __init__(self, service: ControlService, pass_seconds: Callable[[], list[float]]) -> None:
+        self.service = service
+        self.pass_seconds = pass_seconds
+
+    def collect(self) -> Iterator[Metric]:
+        overview = self.service.overview(_ADMIN, hours=0.0)
+        cards = GaugeMetricFamily(
+            "baige_accelerators", "Cards by type and state (total, allocated, idle, failed, "
+            "cordoned)", labels=["type", "state"],
+        )  # fmt: skip
+        for summary in overview.accelerators:
+            for state in ("total", "allocated", "idle", "failed", "cordoned"):
+                cards.add_metric([summary.type, state], float(getattr(summary, state)))
+        yield cards
+        nodes = GaugeMetricFamily("baige_nodes", "Nodes by health", labels=["health"])
+        for health, count in sorted(overview.nodes.items()):
+            nodes.add_metric([health], count)
+        yield nodes
+        phases = GaugeMetricFamily("baige_workloads", "Workloads by phase", labels=["phase"])
+        for phase, count in sorted(overview.workloads.items()):
+            phases.add_metric([phase], count)
+        yield phases
+        reasons = GaugeMetricFamily(
+            "baige_pending_workloads_by_reason", "Pending workloads by reason", labels=["reason"]
+        )
+        for reason, count in sorted(overview.pending_reasons.items()):
+            reasons.add_metric([reason], count)
+        yield reasons
+        yield GaugeMetricFamily(
+            "baige_workload_restarts", "Restarts summed over all workloads", value=overview.restarts
+        )
+        yield from self._queues()
+        history = self.pass_seconds()
+        recent = sorted(history)
+        passes = GaugeMetricFamily(
+            "baige_controller_pass_seconds", "Controller pass time over the last 1,000 passes",
+            labels=["quantile"],
+        )  # fmt: skip
+        if recent:
+            passes.add_metric(["0.5"], recent[len(recent) // 2])
+            passes.add_metric(
+                ["0.99"], recent[min(len(recent) - 1, round(0.99 * (len(recent) - 1)))]
+            )
+        yield passes
+        if history:
+            yield GaugeMetricFamily(
+                "baige_controller_last_pass_seconds", "The last controller pass", value=history[-1]
+            )
+
+    def _queues(self) -> Iterator[Metric]:
+        now = time.time()
+        quota = GaugeMetricFamily(
+            "baige_queue_accelerators", "Guaranteed, limit and used cards per queue and type",
+            labels=["queue", "type", "kind"],
+        )  # fmt: skip
+        for view in self.service.list_queues(_ADMIN):
+            for accel, usage in view.usage.items():
+                quota.add_metric([view.name, accel, "guaranteed"], usage.guaranteed)
+                quota.add_metric([view.name, accel, "used"], usage.used)
+                if usage.limit is not None:
+                    quota.add_metric([view.name, accel, "limit"], usage.limit)
+        yield quota
+        pending = GaugeMetricFamily("baige_queue_pending", "Pending workloads", labels=["queue"])
+        wait = GaugeMetricFamily(
+            "baige_queue_oldest_wait_seconds", "How long the oldest pending workload has waited",
+            labels=["queue"],
+        )  # fmt: skip
+        oldest: dict[str, float] = {}
+        counts: dict[str, int] = defaultdict(int)
+        with self.service.db.session() as session:
+            names = [
+                QueueSpec.model_validate(spec).name
+                for (spec,) in session.execute(select(QueueRow.spec))
+            ]
+            for queue, created in session.execute(
+                select(WorkloadRow.queue, WorkloadRow.created_at).where(
+                    WorkloadRow.phase == ACTIVE[0]
+                )
+            ):
+                counts[queue] += 1
+                oldest[queue] = min(oldest.get(queue, created), created)
+        for name in sorted(names):
+            pending.add_metric([name], counts[name])
+            wait.add_metric([name], now - oldest[name] if name in oldest else 0.0)
+        yield pending
+        yield wait
+
+
+def make_registry(
+    service: ControlService, pass_seconds: Callable[[], list[float]]
+) -> tuple[CollectorRegistry, Histogram]:
+    """A registry for one app: the cluster collector and the API latency histogram."""
+    registry = CollectorRegistry()
+    registry.register(ClusterCollector(service, pass_seconds))
+    latency = Histogram(
+        "baige_api_request_seconds",
+        "API request latency",
+        ["method", "route", "status"],
+        registry=registry,
+        buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
+    )
+    return registry, latency

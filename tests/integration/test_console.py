@@ -1,0 +1,173 @@
+"""The web console in a real browser (Debian's Chromium driven by Playwright), and /metrics
+parsed with prometheus_client's parser. Screenshots of every page are saved as artifacts
+(tests/artifacts/console/, or $BAIGE_ARTIFACTS) for a person to look at."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from .conftest import wait_for
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = (
+    Path(os.environ.get("BAIGE_ARTIFACTS", Path(__file__).parents[1] / "artifacts")) / "console"
+)
+FLAGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+JOB = """kind: TrainingJob
+name: from-the-page
+queue: default
+replicas: 1
+accelerators: {count: 1, types: [h100]}
+command: [python3, -c, "import time; [print('step', i, flush=True) or time.sleep(0.5) for i in range(8)]"]
+"""
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        message = f"Chromium is not installed at {CHROMIUM} (make test installs Debian's chromium)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright  # noqa: PLC0415
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        yield browser
+        browser.close()
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def login(page, url: str, token: str) -> None:
+    page.goto(url + "/")
+    page.fill("#token", token)
+    page.click("#login")
+    page.wait_for_selector("h1:has-text('Overview')")
+
+
+def test_operator_walkthrough(browser, make_platform, sqlite_url: str) -> None:
+    running = make_platform(sqlite_url)
+    client = running.client()
+    token = client.token or ""
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(running.url + "/")
+    page.fill("#token", "baige_wrong")
+    page.click("#login")
+    page.wait_for_selector("#login-error:has-text('refused')")
+    login(page, running.url, token)
+    # a sleeping job to cancel later, submitted through the API
+    sleeper = client.submit(
+        __import__("baige.api", fromlist=["load_specs"]).load_specs(
+            JOB.replace("from-the-page", "to-cancel").replace("range(8)", "range(600)")
+        )[0]
+    )
+    # submit a job from the page, with a typo first: the error names the line and field
+    page.click("a[href='#/submit']")
+    page.fill("#spec", JOB.replace("replicas: 1", "replicas: 1\nreplica: 2"))
+    page.click("#submit")
+    page.wait_for_selector("#submit-error:has-text('replica')")
+    assert "line 5" in page.inner_text("#submit-error")
+    page.fill("#spec", JOB)
+    page.click("#submit")
+    page.wait_for_selector("h1:has-text('from-the-page')")
+    # the page follows the job through its phases (it may be quick: running or already done)
+    page.wait_for_selector("p .phase.running, p .phase.succeeded", timeout=30_000)
+    page.wait_for_selector("#logs:has-text('step 1')", timeout=30_000)
+    shot(page, "job-running")
+    page.wait_for_selector("p .phase.succeeded", timeout=30_000)
+    page.wait_for_selector("#logs:has-text('step 7')", timeout=10_000)
+    shot(page, "job-succeeded")
+    # cancel the other one from its page
+    page.goto(f"{running.url}/#/jobs/{sleeper.id}")
+    page.wait_for_selector("#cancel", timeout=20_000)
+    page.click("#cancel")
+    page.wait_for_selector("p .phase.cancelled", timeout=30_000)
+    assert wait_for(lambda: client.job(sleeper.id).phase == "cancelled")
+    # the lists
+    page.click("a[href='#/jobs']")
+    page.wait_for_selector("td:has-text('from-the-page')")
+    shot(page, "jobs")
+    page.click("a[href='#/queues']")
+    page.wait_for_selector("td:has-text('default')")
+    shot(page, "queues")
+    # cordon a node
+    page.click("a[href='#/nodes']")
+    first = client.nodes()[0].name
+    page.click(f"tr[data-node='{first}'] button[data-act='cordon']")
+    page.wait_for_selector(f"tr[data-node='{first}'] .phase.cordoned")
+    assert client.node(first).cordoned
+    shot(page, "nodes")
+    page.click("a[href='#/events']")
+    page.wait_for_selector("td:has-text('Cordoned')")
+    shot(page, "events")
+    page.click("a[href='#/overview']")
+    page.wait_for_selector(".card .big")
+    assert "h100" in page.inner_text("main")
+    shot(page, "overview")
+    page.close()
+
+
+def test_a_tenant_sees_only_its_own_jobs(browser, make_platform, sqlite_url: str) -> None:
+    running = make_platform(sqlite_url)
+    admin = running.client()
+    http = httpx.Client(base_url=running.url, headers={"Authorization": f"Bearer {admin.token}"})
+    for tenant in ("team-a", "team-b"):
+        queue = f"kind: Queue\nname: {tenant}\ntenant: {tenant}\n"
+        assert (
+            http.post(
+                "/v1/queues", content=queue, headers={"Content-Type": "application/yaml"}
+            ).status_code
+            == 201
+        )
+    alice = running.client(admin.create_token("alice", "team-a").token)
+    bob = admin.create_token("bob", "team-b").token
+    from baige.api import load_specs  # noqa: PLC0415
+
+    secret = alice.submit(
+        load_specs(
+            JOB.replace("queue: default", "queue: team-a").replace("from-the-page", "alices-secret")
+        )[0]
+    )
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    login(page, running.url, bob)
+    page.click("a[href='#/jobs']")
+    page.wait_for_selector("h1:has-text('Jobs')")
+    assert "alices-secret" not in page.inner_text("main")
+    page.goto(f"{running.url}/#/jobs/{secret.id}")
+    page.wait_for_selector(".error:has-text('not found')")
+    shot(page, "tenant-isolation")
+    page.close()
+
+
+def test_metrics_parse_and_count(make_platform, sqlite_url: str) -> None:
+    running = make_platform(sqlite_url)
+    client = running.client()
+    client.submit_file(Path(__file__).parents[2] / "examples" / "train-cpu.yaml")
+    wait_for(lambda: client.jobs()[0].phase in ("running", "succeeded"))
+    text = httpx.get(f"{running.url}/metrics").text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    cards = {
+        (s.labels["type"], s.labels["state"]): s.value
+        for s in families["baige_accelerators"].samples
+    }
+    assert cards[("h100", "total")] == 16
+    assert {"baige_nodes", "baige_workloads", "baige_queue_accelerators", "baige_queue_pending",
+            "baige_controller_pass_seconds", "baige_api_request_seconds"} <= set(families)  # fmt: skip
+    requests = [
+        s for s in families["baige_api_request_seconds"].samples if s.name.endswith("_count")
+    ]
+    assert any(s.labels["route"] == "/v1/jobs" for s in requests)

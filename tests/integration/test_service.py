@@ -1,0 +1,122 @@
+"""The store and the service layer, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+
+from baige.api import QueueQuota, QueueSpec, load_specs
+from baige.api.workloads import TrainingJobSpec
+from baige.control.auth import Principal, authenticate, create_token, ensure_admin_token
+from baige.control.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
+from baige.control.service import ControlService
+from baige.store.db import Database, DatabaseError
+
+ADMIN = Principal("admin", None, True)
+ALICE = Principal("alice", "team-a", False)
+BOB = Principal("bob", "team-b", False)
+
+JOB = """\
+kind: TrainingJob
+name: train
+queue: {queue}
+accelerators: {{count: 1, types: [h100]}}
+command: [python3, -c, "print(1)"]
+"""
+
+
+def job(queue: str = "qa", **changes: object) -> TrainingJobSpec:
+    (spec,) = load_specs(JOB.format(queue=queue))
+    assert isinstance(spec, TrainingJobSpec)
+    return spec.model_copy(update=changes)
+
+
+@pytest.fixture
+def service(db_url: str) -> ControlService:
+    db = Database(db_url)
+    service = ControlService(db)
+    service.apply_queue(ADMIN, QueueSpec(name="qa", tenant="team-a"))
+    service.apply_queue(ADMIN, QueueSpec(name="qb", tenant="team-b"))
+    return service
+
+
+def test_migrations_are_idempotent(db_url: str) -> None:
+    Database(db_url).dispose()
+    again = Database(db_url)
+    with again.engine.connect() as connection:
+        from sqlalchemy import text  # noqa: PLC0415
+
+        assert (
+            connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+        )
+
+
+def test_bad_database_urls_are_clear_errors() -> None:
+    with pytest.raises(DatabaseError, match="not a database URL"):
+        Database("not a url")
+    with pytest.raises(DatabaseError, match="unsupported database 'mysql'"):
+        Database("mysql://localhost/x", migrate=False)
+
+
+def test_tokens_and_admin_token_file(db_url: str, tmp_path) -> None:
+    db = Database(db_url)
+    path = tmp_path / "admin-token"
+    token = ensure_admin_token(db, path)
+    assert token is not None and path.read_text().strip() == token
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert ensure_admin_token(db, path) is None  # only once
+    assert authenticate(db, f"Bearer {token}").admin
+    tenant_token = create_token(db, "alice", "team-a")
+    who = authenticate(db, f"bearer {tenant_token}")
+    assert (who.tenant, who.admin) == ("team-a", False)
+    for header in (None, "Basic xyz", "Bearer nope"):
+        with pytest.raises(Unauthorized):
+            authenticate(db, header)
+
+
+def test_idempotent_submission(service: ControlService) -> None:
+    first, created = service.submit_safely(ALICE, job(), "key-1")
+    again, created_again = service.submit_safely(ALICE, job(), "key-1")
+    assert created and not created_again and again.id == first.id
+    with pytest.raises(Conflict, match="different spec"):
+        service.submit_safely(ALICE, job(replicas=2), "key-1")
+    other, _ = service.submit_safely(ALICE, job(), "key-2")
+    assert other.id != first.id
+    assert len(service.list_workloads(ALICE)) == 2
+
+
+def test_tenants_see_only_their_own(service: ControlService) -> None:
+    mine, _ = service.submit(ALICE, job("qa"))
+    theirs, _ = service.submit(BOB, job("qb"))
+    assert [w.id for w in service.list_workloads(ALICE)] == [mine.id]
+    assert {w.id for w in service.list_workloads(ADMIN)} == {mine.id, theirs.id}
+    with pytest.raises(NotFound):
+        service.get(ALICE, theirs.id)
+    with pytest.raises(NotFound):
+        service.cancel(ALICE, theirs.id)
+    with pytest.raises(NotFound, match="queue 'qb' not found"):
+        service.submit(ALICE, job("qb"))
+    assert [q.name for q in service.list_queues(ALICE)] == ["qa"]
+    with pytest.raises(Forbidden):
+        service.apply_queue(ALICE, QueueSpec(name="mine"))
+
+
+def test_queue_that_does_not_fit_its_parent(service: ControlService) -> None:
+    service.apply_queue(ADMIN, QueueSpec(name="org", quotas={"h100": QueueQuota(guaranteed=8)}))
+    with pytest.raises(Invalid) as caught:
+        service.apply_queue(
+            ADMIN,
+            QueueSpec(name="team", parent="org", quotas={"h100": QueueQuota(guaranteed=16)}),
+        )
+    assert "more than its own guaranteed 8" in str(caught.value.problems)
+    with pytest.raises(Invalid, match="does not fit"):
+        service.apply_queue(ADMIN, QueueSpec(name="lost", parent="ghost"))
+
+
+def test_cancel_pending_and_scale_rules(service: ControlService) -> None:
+    view, _ = service.submit(ALICE, job())
+    assert service.cancel(ALICE, view.id).phase == "cancelled"
+    assert service.cancel(ALICE, view.id).phase == "cancelled"  # idempotent
+    with pytest.raises(Invalid, match="only services scale"):
+        service.scale(ALICE, view.id, 3)
+    with pytest.raises(Invalid, match="unknown phase"):
+        service.list_workloads(ALICE, phase="nonsense")
