@@ -81,6 +81,7 @@ class RunningPlatform:
         self.platform = platform
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        platform.controller.api_url = self.url  # where `baige run` in a replica reports
         app = create_app(platform.db, platform.service, pass_seconds=platform.recent_pass_seconds,
                          follow_poll_s=0.1)  # fmt: skip
         self.server = uvicorn.Server(

@@ -46,8 +46,21 @@ def test_migrations_are_idempotent(db_url: str) -> None:
         from sqlalchemy import text  # noqa: PLC0415
 
         assert (
-            connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+            connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
         )
+
+
+def test_the_migrations_build_exactly_the_tables_the_code_uses(db_url: str) -> None:
+    """A column added to ``baige.store.tables`` without a migration fails here."""
+    from alembic.autogenerate import compare_metadata  # noqa: PLC0415
+    from alembic.migration import MigrationContext  # noqa: PLC0415
+
+    from baige.store.tables import Base  # noqa: PLC0415
+
+    db = Database(db_url)
+    with db.engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": False})
+        assert compare_metadata(context, Base.metadata) == []
 
 
 def test_bad_database_urls_are_clear_errors() -> None:

@@ -12,6 +12,7 @@ __all__ = [
     "QueueUsage",
     "QueueView",
     "ReplicaView",
+    "RuntimeView",
     "SamplePoint",
     "TokenView",
     "WorkloadView",
@@ -28,6 +29,33 @@ class ReplicaView(BaseModel):
     exit_code: int | None = None
     port: int | None = None
     reason: str = ""
+
+
+class RuntimeView(BaseModel):
+    """What ``baige run`` inside a training job reported: faults, restarts, recovery, pace."""
+
+    state: str = Field(default="running", description="running, succeeded, failed, ...")
+    restarts: int = Field(default=0, description="worker-group restarts inside the replicas")
+    faults: dict[str, int] = Field(default_factory=dict, description="detected faults by kind")
+    lost_steps: int = Field(default=0, description="steps computed again after restores")
+    last_step: int = -1
+    steps_per_s: float | None = None
+    median_step_s: float | None = None
+    loss: float | None = None
+    last_detection_s: float | None = Field(default=None, description="fault to detection")
+    max_detection_s: float | None = None
+    last_recovery_s: float | None = Field(default=None, description="detection to training")
+    max_recovery_s: float | None = None
+    restored_from: str | None = Field(default=None, description="memory or disk")
+    stragglers: int = 0
+    reported_nodes: list[str] = Field(default_factory=list)
+    excluded_nodes: list[str] = Field(default_factory=list)
+    ettr: float | None = Field(
+        default=None,
+        description="estimate: steps reached x median step time / wall time since the start",
+    )
+    events: int = 0
+    updated_at: float | None = None
 
 
 class WorkloadView(BaseModel):
@@ -50,6 +78,7 @@ class WorkloadView(BaseModel):
     admitted_at: float | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    runtime: RuntimeView | None = Field(default=None, description="from baige run, if used")
     spec: dict[str, object]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import sys
 import time
 from datetime import UTC, datetime
@@ -48,6 +49,27 @@ def _cards(view: WorkloadView) -> str:
     types = accelerators.get("types") or []
     accel = view.accelerator_type or "/".join(str(t) for t in types)
     return f"{view.replicas}×{per} {accel}"
+
+
+def _runtime_line(view: WorkloadView) -> str:
+    """``baige run``'s figures in one line: where it is, what went wrong, what it cost."""
+    rt = view.runtime
+    assert rt is not None
+    parts = [f"baige run: {rt.state}, step {rt.last_step}"]
+    if rt.steps_per_s is not None:
+        parts.append(f"{rt.steps_per_s:.2f} steps/s")
+    if rt.loss is not None:
+        parts.append(f"loss {rt.loss:.4g}")
+    if rt.faults:
+        parts.append("faults " + ", ".join(f"{k} {n}" for k, n in sorted(rt.faults.items())))
+    parts.append(f"{rt.restarts} restart(s), {rt.lost_steps} step(s) lost")
+    if rt.max_detection_s is not None:
+        parts.append(f"detection ≤ {rt.max_detection_s:.1f} s")
+    if rt.max_recovery_s is not None:
+        parts.append(f"recovery ≤ {rt.max_recovery_s:.1f} s")
+    if rt.ettr is not None:
+        parts.append(f"ETTR ~{rt.ettr:.1%}")
+    return "; ".join(parts)
 
 
 def _workload_table(title: str, views: list[WorkloadView]) -> None:
@@ -164,6 +186,8 @@ def job(
     if view.exit_code is not None:
         console.print(f"exit code: {view.exit_code}")
     console.print(f"restarts: {view.restarts}")
+    if view.runtime is not None:
+        console.print(_runtime_line(view), highlight=False, soft_wrap=True)
     if view.running_replicas:
         print_table(
             "Replicas",
@@ -326,6 +350,13 @@ def token(
     console.print(view.token, highlight=False)
 
 
+def _connect_host(host: str) -> str:
+    """The address replicas use to reach an API listening on ``host``."""
+    if host in ("0.0.0.0", "::", ""):
+        return socket.gethostname()
+    return f"[{host}]" if ":" in host else host
+
+
 def up(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8080,
@@ -394,6 +425,7 @@ def up(
         profile=chosen,
         backend=backend,
         heartbeat_timeout=heartbeat_timeout,
+        api_url=f"http://{_connect_host(host)}:{port}",
     )
     try:
         platform = Platform(options)

@@ -88,8 +88,10 @@ class Controller:
         heartbeat_timeout: float = 10.0,
         interval: float = 1.0,
         sample_interval: float = 30.0,
+        api_url: str | None = None,
     ) -> None:
         self.db = db
+        self.api_url = api_url
         self.backend = backend
         self.profile = profile
         self.heartbeat_timeout = heartbeat_timeout
@@ -594,7 +596,9 @@ class Controller:
                 if workload.master_port is None:
                     workload.master_port = _free_port()
                 observation = self.backend.launch(
-                    launch_record(replica, workload, sizes[workload.id], workload.master_port)
+                    launch_record(
+                        replica, workload, sizes[workload.id], workload.master_port, self.api_url
+                    )
                 )
                 replica.state = observation.state.value
                 replica.pid = observation.pid

@@ -56,6 +56,8 @@ class PlatformOptions:
     heartbeat_timeout: float = 10.0
     interval: float = 1.0
     backend: str = "local"
+    # Where replicas reach the API (BAIGE_URL for `baige run`'s reports); None: no reports.
+    api_url: str | None = None
 
 
 def local_node_names(count: int) -> list[str]:
@@ -115,6 +117,7 @@ class Platform:
             options.profile or BAIGE,
             heartbeat_timeout=options.heartbeat_timeout,
             interval=options.interval,
+            api_url=options.api_url,
         )
         self.service = ControlService(self.db, wake=self.controller.wake)
         if isinstance(self.backend, SlurmBackend):

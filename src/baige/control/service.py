@@ -33,6 +33,7 @@ from baige.api.views import (
 from baige.api.workloads import InferenceServiceSpec, Phase, TrainingJobSpec
 from baige.control.auth import Principal
 from baige.control.errors import Conflict, Forbidden, Invalid, NotFound
+from baige.control.runtime_figures import new_report_token, runtime_view
 from baige.store.db import Database
 from baige.store.tables import EventRow, NodeRow, QueueRow, ReplicaRow, SampleRow, WorkloadRow
 
@@ -138,6 +139,7 @@ def workload_view(row: WorkloadRow, replicas: Sequence[ReplicaRow] = ()) -> Work
         admitted_at=row.admitted_at,
         started_at=row.started_at,
         finished_at=row.finished_at,
+        runtime=runtime_view(row.runtime),
         spec=row.spec,
     )
 
@@ -385,6 +387,7 @@ class ControlService:
                 idempotency_key=idempotency_key,
                 cancel_requested=False,
                 created_at=now,
+                report_token=new_report_token() if isinstance(spec, TrainingJobSpec) else None,
             )
             session.add(row)
             record_event(session, "workload", row.id, "Submitted", "Submitted",

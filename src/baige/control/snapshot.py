@@ -15,6 +15,7 @@ from baige.api.nodes import Health
 from baige.api.queues import QueueSpec
 from baige.api.workloads import InferenceServiceSpec, TrainingJobSpec
 from baige.backends.base import ReplicaLaunch
+from baige.control.runtime_figures import report_env
 from baige.hw.catalog import get_chip
 from baige.sched import Assignment, Node, Placement, Snapshot, Workload
 from baige.sched.from_api import queue_from_spec, workload_from_spec
@@ -177,7 +178,11 @@ def load_snapshot(
 
 
 def launch_record(
-    replica: ReplicaRow, workload: WorkloadRow, replicas_total: int, master_port: int
+    replica: ReplicaRow,
+    workload: WorkloadRow,
+    replicas_total: int,
+    master_port: int,
+    api_url: str | None = None,
 ) -> ReplicaLaunch:
     """What a backend needs to start ``replica``: its command, and an environment that
     names its accelerators through the vendor's variable and its place in the job."""
@@ -204,6 +209,7 @@ def launch_record(
             MASTER_ADDR="127.0.0.1",
             MASTER_PORT=str(master_port),
         )
+        env.update(report_env(workload, api_url))  # where `baige run` reports to
     return ReplicaLaunch(
         id=replica.id,
         workload_id=workload.id,

@@ -32,6 +32,7 @@ from baige.api.views import EventView, NodeView, OverviewView, QueueView, TokenV
 from baige.api.workloads import InferenceServiceSpec, Phase, TrainingJobSpec
 from baige.control.auth import Principal, authenticate, create_token
 from baige.control.errors import ApiError, Forbidden, Invalid
+from baige.control.runtime_reports import RuntimeEventsRequest, accept_runtime_events
 from baige.control.service import ControlService
 from baige.server.bodies import read_spec
 from baige.server.metrics import make_registry
@@ -297,6 +298,16 @@ def create_app(
 
     workload_routes("jobs", "TrainingJob", TrainingJobSpec, "jobs")
     workload_routes("services", "InferenceService", InferenceServiceSpec, "services")
+
+    @v1.post("/jobs/{workload_id}/runtime-events", tags=["jobs"])
+    def runtime_events(
+        workload_id: str,
+        body: RuntimeEventsRequest,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> dict[str, int]:
+        """Event-log lines from ``baige run`` inside the job's replicas (its report token in
+        ``BAIGE_TOKEN``, or a user token that sees the job): faults, restarts, recoveries."""
+        return {"accepted": accept_runtime_events(db, workload_id, authorization, body)}
 
     @v1.post("/services/{workload_id}/scale", tags=["services"])
     def scale(workload_id: str, body: ScaleRequest, who: Who) -> WorkloadView:

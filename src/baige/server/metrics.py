@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from baige.api.queues import QueueSpec
 from baige.control.auth import Principal
+from baige.control.runtime_figures import runtime_view
 from baige.control.service import ACTIVE, ControlService
 from baige.store.tables import QueueRow, WorkloadRow
 
@@ -61,6 +62,7 @@ class ClusterCollector(Collector):
             "baige_workload_restarts", "Restarts summed over all workloads", value=overview.restarts
         )
         yield from self._queues()
+        yield from self._runtime()
         history = self.pass_seconds()
         recent = sorted(history)
         passes = GaugeMetricFamily(
@@ -115,6 +117,47 @@ class ClusterCollector(Collector):
             wait.add_metric([name], now - oldest[name] if name in oldest else 0.0)
         yield pending
         yield wait
+
+    def _runtime(self) -> Iterator[Metric]:
+        """What ``baige run`` reported, per active training job (ended jobs drop out, so the
+        series count follows what runs now)."""
+        families = {
+            field: GaugeMetricFamily(name, text, labels=["job", "queue"])
+            for field, name, text in _RUNTIME_GAUGES
+        }
+        faults = GaugeMetricFamily(
+            "baige_job_runtime_faults", "Faults detected by baige run, by kind",
+            labels=["job", "queue", "kind"],
+        )  # fmt: skip
+        with self.service.db.session() as session:
+            rows = session.execute(
+                select(WorkloadRow.id, WorkloadRow.queue, WorkloadRow.runtime).where(
+                    WorkloadRow.phase.in_(ACTIVE), WorkloadRow.runtime.is_not(None)
+                )
+            ).all()
+        for job, queue, figures in rows:
+            view = runtime_view(figures)
+            if view is None:
+                continue
+            for field, family in families.items():
+                value = getattr(view, field)
+                if value is not None:
+                    family.add_metric([job, queue], float(value))
+            for kind, count in sorted(view.faults.items()):
+                faults.add_metric([job, queue, kind], count)
+        yield from families.values()
+        yield faults
+
+
+_RUNTIME_GAUGES = (  # RuntimeView field, metric name, help
+    ("restarts", "baige_job_runtime_restarts", "Worker-group restarts by baige run"),
+    ("lost_steps", "baige_job_runtime_lost_steps", "Steps computed again after restores"),
+    ("last_step", "baige_job_runtime_step", "The last step reached"),
+    ("steps_per_s", "baige_job_runtime_steps_per_second", "Current step rate"),
+    ("max_detection_s", "baige_job_runtime_max_detection_seconds", "Slowest fault detection"),
+    ("max_recovery_s", "baige_job_runtime_max_recovery_seconds", "Slowest recovery"),
+    ("ettr", "baige_job_runtime_ettr", "Effective training time ratio (estimate)"),
+)
 
 
 def make_registry(

@@ -102,6 +102,10 @@ class WorkloadRow(Base):
     admitted_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # What `baige run` inside the job reported (restarts, faults, lost steps, step rate), and
+    # the token that lets only this job's replicas report it (see control.runtime_reports).
+    runtime: Mapped[dict[str, object] | None] = mapped_column(JSON, nullable=True)
+    report_token: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class ReplicaRow(Base):

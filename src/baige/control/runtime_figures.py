@@ -1,0 +1,119 @@
+"""A training job's runtime figures: what `baige run` reported, folded into one record.
+
+Kept apart from the HTTP side (``runtime_reports``) so the service layer can show them
+without importing it. The record is a plain dict stored in ``workloads.runtime``; events are
+folded in as they arrive, in any batch size, so it never needs the whole log.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from baige.api.views import RuntimeView
+from baige.store.tables import WorkloadRow
+
+__all__ = [
+    "REPORT_TOKEN_PREFIX",
+    "fold_event",
+    "new_report_token",
+    "num",
+    "report_env",
+    "runtime_view",
+]
+
+REPORT_TOKEN_PREFIX = "baige_run_"
+
+
+def new_report_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def num(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _int(value: object) -> int | None:
+    number = num(value)
+    return None if number is None else int(number)
+
+
+def fold_event(
+    figures: dict[str, Any], name: str, event: Mapping[str, Any], node: str, ts: float
+) -> None:
+    """Add one event to the job's running figures."""
+    figures["events"] = int(figures.get("events", 0)) + 1
+    figures["updated_at"] = max(float(figures.get("updated_at") or 0.0), ts)
+    if name == "run_started":
+        started = figures.get("started_at")
+        figures["started_at"] = ts if started is None else min(float(started), ts)
+        figures["state"] = "running"
+    elif name == "fault_detected":
+        faults: dict[str, int] = dict(figures.get("faults") or {})
+        kind = str(event.get("kind") or "unknown")[:32]
+        faults[kind] = faults.get(kind, 0) + 1
+        figures["faults"] = faults
+        detect = num(event.get("detect_s"))
+        if detect is not None:
+            figures["last_detection_s"] = detect
+            figures["max_detection_s"] = max(float(figures.get("max_detection_s") or 0), detect)
+    elif name == "restart":
+        figures["restarts"] = int(figures.get("restarts", 0)) + 1
+    elif name == "restored":
+        figures["lost_steps"] = int(figures.get("lost_steps", 0)) + (
+            _int(event.get("lost_steps")) or 0
+        )
+        recovery = num(event.get("recovery_s"))
+        if recovery is not None:
+            figures["last_recovery_s"] = recovery
+            figures["max_recovery_s"] = max(float(figures.get("max_recovery_s") or 0), recovery)
+        if event.get("source"):
+            figures["restored_from"] = str(event["source"])[:32]
+    elif name == "straggler":
+        figures["stragglers"] = int(figures.get("stragglers", 0)) + 1
+    elif name in ("node_reported", "node_excluded") and node:
+        key = "reported_nodes" if name == "node_reported" else "excluded_nodes"
+        figures[key] = sorted({*figures.get(key, []), node})
+    elif name == "progress":
+        for field, out in (("steps_per_s", "steps_per_s"), ("median_step_s", "median_step_s")):
+            value = num(event.get(field))
+            if value is not None:
+                figures[out] = value
+        loss = num(event.get("loss"))
+        if loss is not None:
+            figures["loss"] = loss
+    elif name == "run_finished":
+        figures["state"] = str(event.get("state") or "finished")[:32]
+        figures["finished_at"] = ts
+    step = _int(event.get("step") if name != "run_finished" else event.get("last_step"))
+    if step is not None and name in ("progress", "restored", "training_started", "run_finished"):
+        figures["last_step"] = max(int(figures.get("last_step", -1)), step)
+
+
+def runtime_view(figures: Mapping[str, Any] | None, now: float | None = None) -> RuntimeView | None:
+    """The job's figures as the API shows them, with the ETTR estimate worked out."""
+    if not figures:
+        return None
+    view = RuntimeView.model_validate(
+        {k: v for k, v in figures.items() if k in RuntimeView.model_fields}
+    )
+    started, step_s = figures.get("started_at"), figures.get("median_step_s")
+    if isinstance(started, int | float) and isinstance(step_s, int | float) and view.last_step >= 0:
+        end = figures.get("finished_at") or (time.time() if now is None else now)
+        wall = float(end) - float(started)
+        if wall > 0:
+            view.ettr = round(min(1.0, (view.last_step + 1) * float(step_s) / wall), 4)
+    return view
+
+
+def report_env(row: WorkloadRow, api_url: str | None) -> Sequence[tuple[str, str]]:
+    """``BAIGE_URL`` and ``BAIGE_TOKEN`` for a job's replicas (none without a URL)."""
+    if not api_url or not row.report_token or row.kind != "TrainingJob":
+        return ()
+    return (("BAIGE_URL", api_url), ("BAIGE_TOKEN", REPORT_TOKEN_PREFIX + row.report_token))
