@@ -121,6 +121,56 @@ def test_operator_walkthrough(browser, make_platform, sqlite_url: str) -> None:
     page.close()
 
 
+def test_what_baige_run_reports_shows_on_the_job_and_the_overview(
+    browser, make_platform, sqlite_url: str
+) -> None:
+    from baige.api import load_specs  # noqa: PLC0415
+
+    running = make_platform(sqlite_url)
+    client = running.client()
+    job = client.submit(
+        load_specs(JOB.replace("from-the-page", "pretraining").replace("range(8)", "range(600)"))[0]
+    )
+    assert wait_for(lambda: client.job(job.id).phase == "running")
+    import time  # noqa: PLC0415
+
+    started = time.time() - 40  # 131 steps of 0.2 s in 40 s: ETTR about 65%
+    events = [
+        {"ts": started, "event": "run_started", "ranks": 8},
+        {"event": "fault_detected", "kind": "crash", "ranks": [3], "detect_s": 0.4,
+         "message": "rank 3 killed by SIGKILL"},
+        {"event": "restart", "attempt": 1, "restarts_left": 2, "reason": "crash"},
+        {"event": "restored", "step": 120, "lost_steps": 2, "recovery_s": 6.5,
+         "source": "memory"},
+        {"event": "progress", "step": 130, "steps_per_s": 4.2, "median_step_s": 0.2,
+         "loss": 2.5},
+    ]  # fmt: skip
+    answer = httpx.post(
+        f"{running.url}/v1/jobs/{job.id}/runtime-events",
+        json={"node": client.nodes()[0].name, "events": events},
+        headers={"Authorization": f"Bearer {client.token}"},
+    )
+    assert answer.status_code == 200, answer.text
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    login(page, running.url, client.token or "")
+    page.goto(f"{running.url}/#/jobs/{job.id}")
+    page.wait_for_selector("#runtime")
+    card = page.inner_text("#runtime")
+    assert "step 130" in card and "1 restart(s)" in card and "crash 1" in card
+    assert "lost steps 2" in card and "recovery ≤ 6.5 s" in card
+    page.wait_for_selector("td:has-text('FaultDetected')")
+    shot(page, "job-runtime")
+    page.goto(f"{running.url}/#/overview")
+    page.wait_for_selector("h2:has-text('Training progress')")
+    row = page.inner_text(f"tr:has(a[href='#/jobs/{job.id}'])")
+    ettr = float(row.split("\t")[2].rstrip("%"))
+    assert "pretraining" in row and 55 < ettr <= 65.5  # falls as the wall clock runs on
+    assert "rank 3 killed" in page.inner_text("main")  # an open fault
+    shot(page, "overview-training")
+    client.cancel(job.id)
+    page.close()
+
+
 def test_a_tenant_sees_only_its_own_jobs(browser, make_platform, sqlite_url: str) -> None:
     running = make_platform(sqlite_url)
     admin = running.client()

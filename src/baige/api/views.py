@@ -15,6 +15,7 @@ __all__ = [
     "RuntimeView",
     "SamplePoint",
     "TokenView",
+    "TrainingRuntime",
     "WorkloadView",
 ]
 
@@ -148,6 +149,19 @@ class SamplePoint(BaseModel):
     pending: int
 
 
+class TrainingRuntime(BaseModel):
+    """A running job's ``baige run`` figures, for the overview's training table."""
+
+    id: str
+    name: str
+    queue: str
+    ettr: float | None = None
+    restarts: int = 0
+    lost_steps: int = 0
+    last_step: int = -1
+    steps_per_s: float | None = None
+
+
 class OverviewView(BaseModel):
     """The console's first page: the cluster at a glance."""
 
@@ -158,3 +172,9 @@ class OverviewView(BaseModel):
     restarts: int
     faults: list[EventView]
     history: list[SamplePoint]
+    training: list[TrainingRuntime] = Field(
+        default_factory=list, description="running jobs that report through baige run"
+    )
+    ettr: float | None = Field(
+        default=None, description="mean ETTR estimate of the running jobs that report it"
+    )

@@ -28,6 +28,7 @@ from baige.api.views import (
     QueueView,
     ReplicaView,
     SamplePoint,
+    TrainingRuntime,
     WorkloadView,
 )
 from baige.api.workloads import InferenceServiceSpec, Phase, TrainingJobSpec
@@ -65,6 +66,10 @@ def record_event(
             message=message,
         )
     )
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return round(sum(values) / len(values), 4) if values else None
 
 
 def _cards(placement: dict[str, object]) -> float:
@@ -567,11 +572,25 @@ class ControlService:
                 WorkloadRow.accel_type,
                 WorkloadRow.placements,
                 WorkloadRow.restarts,
-                WorkloadRow.tenant,
+                WorkloadRow.id,
+                WorkloadRow.name,
+                WorkloadRow.queue,
+                WorkloadRow.runtime,
             )
             if not who.admin:
                 query = query.where(WorkloadRow.tenant == who.tenant)
-            for phase, code, held, placements, restarted, _tenant in session.execute(query):
+            training: list[TrainingRuntime] = []
+            rows = session.execute(query)
+            for phase, code, held, placements, restarted, wid, name, queue, figures in rows:
+                if figures and phase == Phase.RUNNING.value:
+                    view = runtime_view(figures, now)
+                    if view is not None:
+                        training.append(
+                            TrainingRuntime(id=wid, name=name, queue=queue, ettr=view.ettr,
+                                            restarts=view.restarts, lost_steps=view.lost_steps,
+                                            last_step=view.last_step,
+                                            steps_per_s=view.steps_per_s)
+                        )  # fmt: skip
                 phases[phase] += 1
                 restarts += restarted
                 if phase == Phase.PENDING.value:
@@ -585,7 +604,9 @@ class ControlService:
             faults_query = (
                 select(EventRow)
                 .where(
-                    EventRow.type.in_(("Failed", "Restarting", "Preempted")),
+                    EventRow.type.in_(
+                        ("Failed", "Restarting", "Preempted", "FaultDetected", "NodeReported")
+                    ),
                     EventRow.ts >= now - hours * 3600,
                 )
                 .order_by(EventRow.id.desc())
@@ -628,6 +649,8 @@ class ControlService:
             restarts=restarts,
             faults=faults,
             history=history,
+            training=sorted(training, key=lambda t: (t.ettr is None, t.ettr or 0.0))[:50],
+            ettr=_mean([t.ettr for t in training if t.ettr is not None]),
         )
 
     @staticmethod

@@ -110,8 +110,11 @@ async function renderOverview() {
     <div class="grid" style="margin-top:14px">
       <div class="card"><div class="muted">Workloads</div><p>${phases}</p><div class="muted">restarts so far: ${o.restarts}</div></div>
       <div class="card"><div class="muted">Nodes</div><p>${nodes}</p></div>
-      <div class="card"><div class="muted">Effective training time</div><p class="muted">Reported by jobs started with <code>baige run</code>; none reporting yet.</p></div>
+      <div class="card"><div class="muted">Effective training time</div>${o.ettr != null
+        ? `<div class="big">${pct(o.ettr)}</div><div class="muted">mean over ${o.training.length} running job(s) reporting through <code>baige run</code></div>`
+        : `<p class="muted">Reported by jobs started with <code>baige run</code>; none reporting yet.</p>`}</div>
     </div>
+    ${o.training.length ? `<h2>Training progress (lowest effective time first)</h2><table><tr><th>job</th><th>queue</th><th>ETTR</th><th>step</th><th>steps/s</th><th>restarts</th><th>lost steps</th></tr>${o.training.map((t) => `<tr><td><a href="#/jobs/${encodeURIComponent(t.id)}">${esc(t.name)}</a></td><td>${esc(t.queue)}</td><td>${t.ettr != null ? pct(t.ettr) : ""}</td><td>${t.last_step}</td><td>${t.steps_per_s != null ? t.steps_per_s.toFixed(2) : ""}</td><td>${t.restarts}</td><td>${t.lost_steps}</td></tr>`).join("")}</table>` : ""}
     <h2>Why work is waiting</h2>${reasons ? `<table><tr><th>reason</th><th>workloads</th></tr>${reasons}</table>` : `<p class="muted">Nothing is pending.</p>`}
     <h2>Open faults (last 6 hours)</h2>${faults ? `<table><tr><th>time</th><th>object</th><th>what</th><th>message</th></tr>${faults}</table>` : `<p class="muted">No faults.</p>`}`;
 }
@@ -183,6 +186,23 @@ async function renderWorkloads(kind, params) {
   };
 }
 
+function pct(x) { return `${(100 * x).toFixed(1)}%`; }
+
+// What `baige run` inside the job reported: pace, faults, restarts, what they cost.
+function runtimeCard(rt) {
+  if (!rt) return "";
+  const faults = Object.entries(rt.faults).map(([k, v]) => `${esc(k)} ${v}`).join(", ") || "none";
+  const secs = (x) => (x == null ? "–" : `${x.toFixed(1)} s`);
+  return `<div class="grid" id="runtime">
+    <div class="card"><div class="muted">Training (baige run)</div><div class="big">step ${rt.last_step}</div>
+      <div class="muted">${esc(rt.state)}${rt.steps_per_s != null ? `, ${rt.steps_per_s.toFixed(2)} steps/s` : ""}${rt.loss != null ? `, loss ${rt.loss.toPrecision(4)}` : ""}</div></div>
+    <div class="card"><div class="muted">Effective training time</div><div class="big">${rt.ettr != null ? pct(rt.ettr) : "–"}</div>
+      <div class="muted">lost steps ${rt.lost_steps}${rt.restored_from ? `, restored from ${esc(rt.restored_from)}` : ""}</div></div>
+    <div class="card"><div class="muted">Faults</div><div class="big">${rt.restarts} restart(s)</div>
+      <div class="muted">${faults}; detection ≤ ${secs(rt.max_detection_s)}, recovery ≤ ${secs(rt.max_recovery_s)}${rt.stragglers ? `; ${rt.stragglers} straggler report(s)` : ""}</div></div>
+  </div>`;
+}
+
 async function renderWorkload(kind, id) {
   const w = await api(`/v1/${kind}/${encodeURIComponent(id)}`);
   const events = await api(`/v1/${kind}/${encodeURIComponent(id)}/events`);
@@ -191,8 +211,9 @@ async function renderWorkload(kind, id) {
   const ev = events.map((e) => `<tr><td>${esc(clock(e.ts))}</td><td>${esc(e.type)}</td><td class="reason">${esc(e.message)}</td></tr>`).join("");
   const active = ["pending", "admitted", "running"].includes(w.phase);
   main.innerHTML = `<h1>${esc(w.name)} <span class="muted">${esc(w.id)}</span></h1>
-    <p>${phase(w.phase)} in queue <b>${esc(w.queue)}</b>, ${size(w)}, restarts ${w.restarts}${w.exit_code != null ? `, exit code ${w.exit_code}` : ""}</p>
+    <p>${phase(w.phase)} in queue <b>${esc(w.queue)}</b>, ${size(w)}, replica restarts ${w.restarts}${w.exit_code != null ? `, exit code ${w.exit_code}` : ""}</p>
     <p class="reason" id="why">${esc(w.reason_code)}: ${esc(w.reason)}</p>
+    ${runtimeCard(w.runtime)}
     <div class="toolbar">${active ? `<button class="danger" id="cancel">Cancel</button>` : ""}
       ${kind === "services" && active ? `<input id="replicas" type="number" min="0" value="${w.replicas}" style="width:80px"><button id="scale">Scale</button>` : ""}
       <span class="error" id="action-error"></span></div>
