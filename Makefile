@@ -53,6 +53,8 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/plan_search.py
 	$(BIN)/python bench/ckpt_save.py --sizes 0.5 1
 	$(BIN)/python bench/ckpt_gpu.py
+	$(BIN)/python bench/sim_scale.py
+	$(BIN)/python bench/runtime_faults.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -182,6 +182,10 @@ class BaigeClient:
             for x in self._get(f"{self._path(workload_id)}/{workload_id}/events")
         ]
 
+    def node_events(self, name: str) -> list[EventView]:
+        """What happened to a node: failures, cordons, drains (admin)."""
+        return [EventView.model_validate(x) for x in self._get(f"/v1/nodes/{name}/events")]
+
     def logs(
         self,
         workload_id: str,
@@ -224,6 +228,10 @@ class BaigeClient:
     def cordon(self, name: str, cordoned: bool = True) -> NodeView:
         action = "cordon" if cordoned else "uncordon"
         return NodeView.model_validate(self._request("POST", f"/v1/nodes/{name}/{action}").json())
+
+    def drain(self, name: str) -> NodeView:
+        """Cordon ``name`` and move its work to other nodes."""
+        return NodeView.model_validate(self._request("POST", f"/v1/nodes/{name}/drain").json())
 
     def create_token(self, name: str, tenant: str | None, admin: bool = False) -> TokenView:
         body = {"name": name, "tenant": tenant, "admin": admin}

@@ -134,6 +134,37 @@ def test_cordoned_node_gets_nothing(running) -> None:
     assert {r.node for r in client.job(job_id).running_replicas} == {first, second}
 
 
+def test_draining_a_node_moves_its_work(running) -> None:
+    client = running.client()
+    body = JOB_YAML.replace("replicas: 2", "replicas: 1").replace("count: 2", "count: 8")
+    body = body.replace("print('hi from', os.environ['RANK'], os.environ['CUDA_VISIBLE_DEVICES'])",
+                        "import time; time.sleep(600)")  # fmt: skip
+    job_id = post_yaml(running.url, admin_token(running), "/v1/jobs", body).json()["id"]
+    view = wait_for(lambda: (v := client.job(job_id)).phase == "running" and v)
+    first = view.running_replicas[0].node
+    alice = running.client(client.create_token("alice", "team-a").token)
+    with pytest.raises(BaigeError, match="admin"):
+        alice.drain(first)
+    assert client.drain(first).cordoned
+    moved = wait_for(
+        lambda: (
+            (v := client.job(job_id)).phase == "running"
+            and v.running_replicas
+            and v.running_replicas[0].node != first
+            and v.running_replicas[0].state == "running"
+            and v
+        ),
+        timeout=30,
+    )
+    assert moved.restarts == 0  # moving is not a failure
+    events = {e.type: e.message for e in client.events(job_id)}
+    assert f"node {first} is draining" in events["Evicted"]
+    node = client.node(first)
+    assert node.cordoned and not node.draining and node.allocated == 0
+    assert {"Draining", "Drained"} <= {e.type for e in client.node_events(first)}
+    client.cancel(job_id)
+
+
 @pytest.mark.parametrize(
     ("body", "status", "words"),
     [

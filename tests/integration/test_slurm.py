@@ -146,3 +146,75 @@ def test_a_service_shrinks_an_elastic_job_which_grows_back(platform, tmp_path: P
     assert any(e.type == "Grown" for e in client.events(job.id))
     client.cancel(job.id)
     wait_for(lambda: client.job(job.id).phase == "cancelled", timeout=60)
+
+
+def test_draining_a_node_in_slurm_moves_its_work(platform, slurm: SlurmCluster, tmp_path) -> None:
+    client = platform.client()
+    one = GANG.replace("replicas: 2", "replicas: 1").replace("WORKDIR", str(tmp_path))
+    job = client.submit(spec(one.replace("SLEEP", "600")))
+    view = wait_for(lambda: (v := client.job(job.id)).phase == "running" and v, timeout=60)
+    first = view.running_replicas[0].node
+    other = ({"gpu1", "gpu2"} - {first}).pop()
+    slurm._run("scontrol", "update", f"nodename={first}", "state=drain", "reason=disk-swap")
+    try:
+        moved = wait_for(
+            lambda: (
+                (v := client.job(job.id)).running_replicas
+                and v.running_replicas[0].node == other
+                and v.running_replicas[0].state == "running"
+                and v
+            ),
+            timeout=60,
+        )
+        assert moved.restarts == 0
+        evicted = [e.message for e in client.events(job.id) if e.type == "Evicted"]
+        assert evicted and f"node {first} is draining" in evicted[0]
+        node = client.node(first)
+        assert node.cordoned and "disk-swap" in node.reason
+        # Slurm ran the new replica where Baige placed it
+        wait_for(lambda: f"node={other}" in b"".join(client.logs(job.id)).decode(), timeout=30)
+    finally:
+        client.cancel(job.id)
+        slurm._run("scontrol", "update", f"nodename={first}", "state=resume")
+        wait_for(lambda: not client.node(first).cordoned, timeout=30)
+
+
+def test_baige_run_across_two_slurm_nodes_survives_a_killed_rank(platform, tmp_path) -> None:
+    """torchrun's elastic agent under `baige run`, one per Slurm node, gloo between them: rank
+    1 is killed mid-way; both groups restart, restore from shared memory and finish."""
+    import json as _json  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    root = Path(__file__).parents[2]
+    run = (
+        f"exec {sys.executable} -m baige.runtime --nproc-per-node 1 --monitor-interval 0.2 "
+        "--hang-timeout 20 --progress-every 1 "
+        f"-- {root / 'examples/runtime/train_transformer.py'} --steps 60 --save-every 4 "
+        "--log-every 10 --linger 30"
+    )
+    body = f"""kind: TrainingJob
+name: elastic-gloo
+queue: default
+replicas: 2
+accelerators: {{count: 4, types: [h100]}}
+working_dir: {tmp_path}
+env: {{BAIGE_FAULT: "kill:rank=1:step=20", BAIGE_HOME: "{tmp_path / "home"}"}}
+command: [sh, -c, {_json.dumps(run)}]
+"""
+    client = platform.client()
+    job = client.submit(spec(body))
+    done = wait_for(
+        lambda: (v := client.job(job.id)).phase in ("succeeded", "failed") and v,
+        timeout=240,
+        interval=0.5,
+    )
+    text = b"".join(client.logs(job.id)).decode()
+    assert done.phase == "succeeded", (done.reason, text[-3000:])
+    assert {r.node for r in done.running_replicas} == {"gpu1", "gpu2"}
+    assert done.restarts == 0  # baige run recovered inside the replicas
+    runtime = done.runtime
+    assert runtime is not None, text[-2000:]
+    assert runtime.faults == {"crash": 1} and runtime.restarts == 1
+    assert runtime.last_step == 59 and runtime.restored_from == "memory"
+    assert runtime.max_detection_s is not None and runtime.max_detection_s < 5
+    assert "restored step=" in text and "rank=1 step=59" in text

@@ -89,6 +89,7 @@ class NodeView(BaseModel):
     devices: int
     health: str
     cordoned: bool
+    draining: bool = Field(default=False, description="cordoned, its work being moved off")
     reason: str = ""
     last_heartbeat: float
     allocated: float = Field(description="cards in use (shares summed)")

@@ -327,6 +327,16 @@ def uncordon(name: Annotated[str, typer.Argument(help="A node name.")]) -> None:
     _set_cordon(name, False)
 
 
+def drain(name: Annotated[str, typer.Argument(help="A node name.")]) -> None:
+    """Cordon a node and move its work elsewhere (training restarts from its checkpoint)."""
+    try:
+        with _client() as client:
+            view = client.drain(name)
+    except BaigeError as err:
+        raise _fail(err) from None
+    console.print(f"node {view.name}: draining; its work is rescheduled (uncordon to undo)")
+
+
 def _set_cordon(name: str, value: bool) -> None:
     try:
         with _client() as client:

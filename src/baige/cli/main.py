@@ -33,6 +33,7 @@ for _command in (
     control.queues,
     control.nodes,
     control.cordon,
+    control.drain,
     control.uncordon,
     control.token,
 ):

@@ -161,6 +161,7 @@ class Controller:
             mark = current
 
         stats.failed_nodes = self._expire_nodes(now)
+        self._drain_nodes(now)
         lap("nodes")
         self._observe(now, stats)
         lap("observe")
@@ -196,6 +197,37 @@ class Controller:
                     session, "node", row.name, "Failed", "HeartbeatMissed", row.reason, now=now
                 )
         return len(stale)
+
+    def _drain_nodes(self, now: float) -> None:
+        """Move the work off draining nodes: each workload placed there is stopped and goes
+        back to pending (not a restart: nothing failed), and is placed again elsewhere."""
+        with self.db.session() as session:
+            draining = set(session.scalars(select(NodeRow.name).where(NodeRow.draining.is_(True))))
+            if not draining:
+                return
+            active = session.scalars(
+                select(WorkloadRow).where(
+                    WorkloadRow.phase.in_((Phase.ADMITTED.value, Phase.RUNNING.value))
+                )
+            )
+            for workload in active:
+                nodes = {str(p.get("node")) for p in workload.placements or []}
+                hit = sorted(nodes & draining)
+                if not hit:
+                    continue
+                self._stop_generation(session, workload)
+                workload.phase = Phase.PENDING.value
+                workload.placements = []
+                workload.reason_code = "Evicted"
+                workload.reason = f"node {hit[0]} is draining; moved to other nodes"
+                record_event(session, "workload", workload.id, "Evicted", "NodeDraining",
+                             workload.reason, tenant=workload.tenant, now=now)  # fmt: skip
+            for name in sorted(draining):
+                row = session.get(NodeRow, name)
+                if row is not None:
+                    row.draining = False  # its work is off; it stays cordoned
+                    record_event(session, "node", name, "Drained", "Drain",
+                                 f"node {name} drained: its work was moved", now=now)  # fmt: skip
 
     # -- observing -----------------------------------------------------------------------
 

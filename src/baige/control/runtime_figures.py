@@ -44,6 +44,17 @@ def _int(value: object) -> int | None:
     return None if number is None else int(number)
 
 
+def _attempt_key(event: Mapping[str, Any], figures: Mapping[str, Any], node: str) -> str:
+    """Which attempt of which run an event belongs to: every replica's agent reports the same
+    fault and restart, and a replica the control plane restarts starts its attempts over
+    (events without an attempt count on their own)."""
+    attempt = _int(event.get("attempt"))
+    if attempt is None:
+        return f"event-{figures.get('events', 0)}"
+    runs: Mapping[str, int] = figures.get("runs_by_node") or {}
+    return f"{runs.get(node, 0)}.{attempt}"
+
+
 def fold_event(
     figures: dict[str, Any], name: str, event: Mapping[str, Any], node: str, ts: float
 ) -> None:
@@ -51,24 +62,37 @@ def fold_event(
     figures["events"] = int(figures.get("events", 0)) + 1
     figures["updated_at"] = max(float(figures.get("updated_at") or 0.0), ts)
     if name == "run_started":
+        runs: dict[str, int] = dict(figures.get("runs_by_node") or {})
+        runs[node] = runs.get(node, 0) + 1
+        figures["runs_by_node"] = runs
         started = figures.get("started_at")
         figures["started_at"] = ts if started is None else min(float(started), ts)
         figures["state"] = "running"
     elif name == "fault_detected":
-        faults: dict[str, int] = dict(figures.get("faults") or {})
-        kind = str(event.get("kind") or "unknown")[:32]
-        faults[kind] = faults.get(kind, 0) + 1
-        figures["faults"] = faults
+        # one fault per attempt: with several replicas, every agent sees the group fail
+        by_attempt: dict[str, str] = dict(figures.get("fault_attempts") or {})
+        key = _attempt_key(event, figures, node)
+        if key not in by_attempt:
+            by_attempt[key] = str(event.get("kind") or "unknown")[:32]
+            figures["fault_attempts"] = by_attempt
+            faults: dict[str, int] = {}
+            for kind in by_attempt.values():
+                faults[kind] = faults.get(kind, 0) + 1
+            figures["faults"] = faults
         detect = num(event.get("detect_s"))
         if detect is not None:
             figures["last_detection_s"] = detect
             figures["max_detection_s"] = max(float(figures.get("max_detection_s") or 0), detect)
     elif name == "restart":
-        figures["restarts"] = int(figures.get("restarts", 0)) + 1
+        restarted = {*figures.get("restart_attempts", []), _attempt_key(event, figures, node)}
+        figures["restart_attempts"] = sorted(restarted)
+        figures["restarts"] = len(restarted)
     elif name == "restored":
-        figures["lost_steps"] = int(figures.get("lost_steps", 0)) + (
-            _int(event.get("lost_steps")) or 0
-        )
+        lost: dict[str, int] = dict(figures.get("lost_by_attempt") or {})
+        key = _attempt_key(event, figures, node)
+        lost[key] = max(lost.get(key, 0), _int(event.get("lost_steps")) or 0)
+        figures["lost_by_attempt"] = lost
+        figures["lost_steps"] = sum(lost.values())
         recovery = num(event.get("recovery_s"))
         if recovery is not None:
             figures["last_recovery_s"] = recovery

@@ -104,6 +104,7 @@ def node_view(row: NodeRow, allocated: float = 0.0) -> NodeView:
         devices=row.devices,
         health="cordoned" if row.cordoned and row.health == "ready" else row.health,
         cordoned=row.cordoned,
+        draining=row.draining,
         reason=row.reason,
         last_heartbeat=row.last_heartbeat,
         allocated=allocated,
@@ -315,6 +316,25 @@ class ControlService:
                 what = "Cordoned" if cordoned else "Uncordoned"
                 record_event(session, "node", name, what, what,
                              f"node {name} {what.lower()} by {who.name}")  # fmt: skip
+            if not cordoned:
+                row.draining = False
+        self.wake()
+        return self.get_node(who, name)
+
+    def drain(self, who: Principal, name: str, reason: str = "") -> NodeView:
+        """Cordon the node and move its work elsewhere: the controller stops every workload
+        placed there and schedules it again (training restores from its checkpoint)."""
+        _require_admin(who, "drain nodes")
+        with self.db.session() as session:
+            row = session.get(NodeRow, name)
+            if row is None:
+                raise NotFound(f"node {name!r} not found")
+            if not row.draining:
+                row.cordoned = row.draining = True
+                why = reason or f"drained by {who.name}"
+                row.reason = why[:500]
+                record_event(session, "node", name, "Draining", "Drain",
+                             f"node {name} draining: {why}; its work moves elsewhere")  # fmt: skip
         self.wake()
         return self.get_node(who, name)
 

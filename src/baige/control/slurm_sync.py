@@ -3,8 +3,9 @@
 Every few seconds Slurm's inventory becomes Baige's nodes (GPU GRES mapped to catalog types),
 which also serves as their heartbeat: a node Slurm reports down stops heartbeating and is
 failed after the timeout, so its work is rescheduled. Draining is synchronised both ways: a
-node drained in Slurm is cordoned in Baige, a node cordoned in Baige is drained in Slurm —
-whichever side changed since the last look wins.
+node drained in Slurm is drained in Baige (cordoned, and its work moved to other nodes), a
+node cordoned in Baige is drained in Slurm (no new work; what runs there stays) — whichever
+side changed since the last look wins.
 """
 
 from __future__ import annotations
@@ -60,7 +61,11 @@ class SlurmSync:
             previous = self.last.get(node.name)
             if previous is None or node.drained != previous[0]:
                 if here != node.drained:  # Slurm changed (or first sight): follow it
-                    self.service.set_cordon(self.who, node.name, node.drained)
+                    if node.drained:  # an operator drained it in Slurm: move its work off
+                        why = f"drained in Slurm ({node.reason or 'no reason given'})"
+                        self.service.drain(self.who, node.name, why)
+                    else:
+                        self.service.set_cordon(self.who, node.name, False)
                     here = node.drained
                 self.last[node.name] = (node.drained, here)
             elif here != previous[1]:  # cordoned or uncordoned in Baige: tell Slurm

@@ -8,8 +8,8 @@ ledger) and a tmpfs beacon folder; and the outcome is an exit code and a sentenc
 
 Where the rendezvous comes from: ``--rdzv-endpoint`` if given (c10d, multi-node elastic); else,
 when the control plane started this replica (``BAIGE_WORKLOAD_ID`` with ``RANK``,
-``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``), a static rendezvous with one node per
-replica; else a standalone one on this machine (torchrun ``--standalone``).
+``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``), a c10d rendezvous at the master address
+with one node per replica; else a standalone one on this machine (torchrun ``--standalone``).
 """
 
 from __future__ import annotations
@@ -138,9 +138,12 @@ def resolve(config: RunConfig) -> RunConfig:
     nnodes, backend, endpoint = config.nnodes, config.rdzv_backend, config.rdzv_endpoint
     node_rank, run_id = config.node_rank, config.run_id
     if not endpoint and not backend and _from_control_plane() and nnodes == "1":
+        # One node per replica, meeting at the job's master address. A c10d rendezvous, not
+        # a static one: when one replica's group restarts, the others' agents see it waiting
+        # and restart theirs to join it (a static rendezvous cannot run a second round).
         nnodes = os.environ["WORLD_SIZE"]
         node_rank = int(os.environ["RANK"])
-        backend = "static"
+        backend = "c10d"
         endpoint = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
         run_id = run_id or os.environ["BAIGE_WORKLOAD_ID"]
     lo, hi = _nnodes(nnodes)

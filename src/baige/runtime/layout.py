@@ -37,8 +37,11 @@ _SHM = Path("/dev/shm")
 
 
 def default_run_dir(run_id: str) -> Path:
+    """``~/.baige/runs/RUN_ID``; under the control plane, one folder per replica below it, as
+    several replicas of one job may share a machine (and so a home)."""
     home = Path(os.environ.get("BAIGE_HOME", Path.home() / ".baige")).expanduser()
-    return home / "runs" / run_id
+    replica = os.environ.get("BAIGE_REPLICA_ID") if os.environ.get("BAIGE_WORKLOAD_ID") else None
+    return home / "runs" / run_id / replica if replica else home / "runs" / run_id
 
 
 def events_path(run_dir: Path) -> Path:

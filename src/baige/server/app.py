@@ -225,6 +225,11 @@ def create_app(
         """Stop placing new work on the node; what runs there keeps running (admin)."""
         return service.set_cordon(who, name, True)
 
+    @v1.post("/nodes/{name}/drain", tags=["nodes"])
+    def drain(name: str, who: Who) -> NodeView:
+        """Cordon the node and move what runs there to other nodes (admin)."""
+        return service.drain(who, name)
+
     @v1.post("/nodes/{name}/uncordon", tags=["nodes"])
     def uncordon(name: str, who: Who) -> NodeView:
         return service.set_cordon(who, name, False)

@@ -63,6 +63,8 @@ class NodeRow(Base):
     accel_type: Mapped[str] = mapped_column(String(63), default="")
     devices: Mapped[int] = mapped_column(Integer, default=0)
     cordoned: Mapped[bool] = mapped_column(Boolean, default=False)
+    # cordoned, and its work is being moved off (``baige drain``, or drained in Slurm)
+    draining: Mapped[bool] = mapped_column(Boolean, default=False)
     health: Mapped[str] = mapped_column(String(16), default="ready")
     reason: Mapped[str] = mapped_column(Text, default="")
     agent: Mapped[str] = mapped_column(String(63), default="api")

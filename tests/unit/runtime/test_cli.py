@@ -96,7 +96,7 @@ def test_started_by_the_control_plane_each_replica_is_a_node(
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("BAIGE_FAULT", raising=False)
     config = resolve(RunConfig(command=(str(SCRIPT),), nproc_per_node=2, run_dir=tmp_path))
-    assert (config.rdzv_backend, config.rdzv_endpoint) == ("static", "127.0.0.1:29517")
+    assert (config.rdzv_backend, config.rdzv_endpoint) == ("c10d", "127.0.0.1:29517")
     assert (config.nnodes, config.node_rank, config.run_id) == ("3:3", 1, "w-42")
     assert config.max_node_failures == 3
 

@@ -1,4 +1,4 @@
-"""runtime reports: what `baige run` inside a job reports, and its report token
+"""runtime reports (what `baige run` inside a job reports, its report token); node draining
 
 Revision ID: 0003
 Revises: 0002
@@ -20,9 +20,15 @@ def upgrade() -> None:
     with op.batch_alter_table("workloads", schema=None) as batch_op:
         batch_op.add_column(sa.Column("runtime", sa.JSON(), nullable=True))
         batch_op.add_column(sa.Column("report_token", sa.String(length=64), nullable=True))
+    with op.batch_alter_table("nodes", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("draining", sa.Boolean(), nullable=False, server_default=sa.false())
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("nodes", schema=None) as batch_op:
+        batch_op.drop_column("draining")
     with op.batch_alter_table("workloads", schema=None) as batch_op:
         batch_op.drop_column("report_token")
         batch_op.drop_column("runtime")
