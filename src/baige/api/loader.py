@@ -8,11 +8,10 @@ the data and maps every validation error back to the line it came from.
 from __future__ import annotations
 
 import difflib
-import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -20,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from baige.api.nodes import NodeSpec, PoolSpec
 from baige.api.queues import QueueSpec
 from baige.api.workloads import InferenceServiceSpec, TrainingJobSpec
+from baige.api.yaml_errors import field_errors, line_of, node_at
 
 __all__ = [
     "KINDS",
@@ -74,64 +74,8 @@ class SpecError(ValueError):
         ]
 
 
-def _line(node: yaml.Node | None) -> int | None:
-    return None if node is None else node.start_mark.line + 1
-
-
-def _child(node: yaml.Node | None, part: str | int) -> yaml.Node | None:
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            if isinstance(key, yaml.ScalarNode) and key.value == str(part):
-                child_value: yaml.Node = value
-                return child_value
-    if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-        child: yaml.Node = node.value[part]
-        return child
-    return None
-
-
-def _key_node(node: yaml.Node | None, part: str | int) -> yaml.Node | None:
-    if isinstance(node, yaml.MappingNode):
-        for key, _ in node.value:
-            if isinstance(key, yaml.ScalarNode) and key.value == str(part):
-                return key
-    return None
-
-
-def _model_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> type[BaseModel] | None:
-    """The pydantic model that owns the field at ``loc``, to suggest its valid field names."""
-    current: type[BaseModel] | None = model
-    for part in loc:
-        if current is None or not isinstance(part, str) or part not in current.model_fields:
-            return current if isinstance(part, int) else None
-        annotation = current.model_fields[part].annotation
-        current = None
-        candidates = (
-            typing.get_args(annotation)
-            if isinstance(annotation, types.UnionType)
-            or typing.get_origin(annotation) is typing.Union
-            else (annotation,)
-        )
-        for candidate in candidates:
-            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-                current = candidate
-    return current
-
-
-def _describe(error: Any, model: type[BaseModel], loc: tuple[str | int, ...]) -> str:
-    kind = error["type"]
-    message = str(error["msg"])
-    if kind == "extra_forbidden":
-        owner = _model_at(model, loc[:-1])
-        if owner is not None:
-            allowed = sorted(owner.model_fields)
-            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            return f"unknown field{hint} (allowed: {', '.join(allowed)})"
-        return "unknown field"
-    if kind == "missing":
-        return "required field is missing"
-    return message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+# pydantic's prefixes before a validator's own words, dropped from the messages
+_PREFIXES = ("Value error, ", "Assertion failed, ")
 
 
 def _duplicate_keys(node: yaml.Node, source: str, path: str = "") -> list[SpecProblem]:
@@ -143,7 +87,7 @@ def _duplicate_keys(node: yaml.Node, source: str, path: str = "") -> list[SpecPr
             field = f"{path}.{name}" if path else name
             if name in seen:
                 problems.append(
-                    SpecProblem(source, _line(key), field, "appears twice; each field once")
+                    SpecProblem(source, line_of(key), field, "appears twice; each field once")
                 )
             seen.add(name)
             problems += _duplicate_keys(value, source, field)
@@ -157,7 +101,7 @@ def parse_spec(data: object, source: str = "<spec>", node: yaml.Node | None = No
     """Validate one already-parsed document (a dict) into its spec model by ``kind``."""
     if not isinstance(data, dict):
         raise SpecError(
-            [SpecProblem(source, _line(node), "", "a spec must be a mapping with a 'kind' field")]
+            [SpecProblem(source, line_of(node), "", "a spec must be a mapping with a 'kind' field")]
         )
     kind = data.get("kind")
     if kind not in KINDS:
@@ -168,7 +112,7 @@ def parse_spec(data: object, source: str = "<spec>", node: yaml.Node | None = No
             [
                 SpecProblem(
                     source,
-                    _line(_child(node, "kind") or node),
+                    line_of(node_at(node, ("kind",))),
                     "kind",
                     f"{message} (one of: {', '.join(KINDS)})",
                 )
@@ -178,31 +122,12 @@ def parse_spec(data: object, source: str = "<spec>", node: yaml.Node | None = No
     try:
         spec = model.model_validate(data)
     except ValidationError as err:
-        problems = []
-        for error in err.errors():
-            loc = tuple(error["loc"])
-            target: yaml.Node | None = node
-            for part in loc:
-                nxt = _child(target, part)
-                if nxt is None:
-                    nxt = _key_node(target, part)
-                if nxt is None:
-                    break
-                target = nxt
-            if error["type"] == "extra_forbidden":
-                target = _key_node(_walk(node, loc[:-1]), loc[-1]) or target
-            field = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(
-                ".[", "["
-            )
-            problems.append(SpecProblem(source, _line(target), field, _describe(error, model, loc)))
+        problems = [
+            SpecProblem(source, e.line, e.field, e.message)
+            for e in field_errors(err, model, node, strip=_PREFIXES, literals=False)
+        ]
         raise SpecError(problems) from None
     return typing.cast(AnySpec, spec)
-
-
-def _walk(node: yaml.Node | None, loc: tuple[str | int, ...]) -> yaml.Node | None:
-    for part in loc:
-        node = _child(node, part)
-    return node
 
 
 def read_documents(text: str, source: str) -> tuple[list[yaml.Node], list[object]]:

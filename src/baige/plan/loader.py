@@ -8,14 +8,14 @@ The only module of ``baige.plan`` that does I/O. It reuses the error types of
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from baige.api.loader import SpecError, SpecProblem, read_documents
+from baige.api.yaml_errors import field_errors, line_of, node_at
 from baige.plan.cluster import ChipGroup, Cluster, MissingFigureError
 from baige.plan.model import ModelSpec, UnknownModelError, get_preset
 from baige.plan.specs import ClusterFile, ModelFile
@@ -25,69 +25,6 @@ __all__ = ["load_cluster", "load_model", "parse_cluster", "parse_model"]
 _Doc = TypeVar("_Doc", bound=BaseModel)
 
 
-def _line(node: yaml.Node | None) -> int | None:
-    return None if node is None else node.start_mark.line + 1
-
-
-def _walk(node: yaml.Node | None, loc: tuple[str | int, ...]) -> tuple[yaml.Node | None, bool]:
-    """The deepest node along ``loc`` and whether the last step landed on a key (for fields
-    that are present but unknown) rather than on its value."""
-    on_key = False
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            match = [(k, v) for k, v in node.value if str(k.value) == str(part)]
-            if not match:
-                break
-            node, on_key = match[0][1], False
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            if part >= len(node.value):
-                break
-            node, on_key = node.value[part], False
-        else:
-            break
-    return node, on_key
-
-
-def _field(loc: tuple[str | int, ...]) -> str:
-    text = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc)
-    return text.replace(".[", "[")
-
-
-def _message(error: Any, model: type[BaseModel], loc: tuple[str | int, ...]) -> str:
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        owner: type[BaseModel] | None = model
-        for part in loc[:-1]:
-            if owner is None or isinstance(part, int):
-                continue
-            annotation = (
-                owner.model_fields[str(part)].annotation if part in owner.model_fields else None
-            )
-            owner = _model_in(annotation)
-        if owner is not None:
-            allowed = sorted(owner.model_fields)
-            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            return f"unknown field{hint} (allowed: {', '.join(allowed)})"
-        return "unknown field"
-    if kind == "missing":
-        return "required field is missing"
-    if kind == "literal_error":
-        return f"must be {error['ctx']['expected']}"
-    return str(error["msg"]).removeprefix("Value error, ")
-
-
-def _model_in(annotation: object) -> type[BaseModel] | None:
-    """The pydantic model inside an annotation such as ``X | None`` or ``tuple[X, ...]``."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()):
-        found = _model_in(arg)
-        if found is not None:
-            return found
-    return None
-
-
 def _parse(text: str, source: str, model: type[_Doc], kind: str) -> tuple[_Doc, yaml.Node]:
     nodes, documents = read_documents(text, source)
     if len(documents) != 1:
@@ -95,7 +32,7 @@ def _parse(text: str, source: str, model: type[_Doc], kind: str) -> tuple[_Doc, 
         raise SpecError([SpecProblem(source, None, "", f"expected one document, but {what}")])
     node, data = nodes[0], documents[0]
     if not isinstance(data, dict):
-        raise SpecError([SpecProblem(source, _line(node), "", "expected a mapping of fields")])
+        raise SpecError([SpecProblem(source, line_of(node), "", "expected a mapping of fields")])
     if data.get("kind") != kind:
         found = data.get("kind")
         message = (
@@ -103,22 +40,14 @@ def _parse(text: str, source: str, model: type[_Doc], kind: str) -> tuple[_Doc, 
             if found is None
             else f"expected {kind!r}, found {found!r}: is this the right file?"
         )
-        kind_node, _ = _walk(node, ("kind",))
-        raise SpecError([SpecProblem(source, _line(kind_node), "kind", message)])
+        kind_node = node_at(node, ("kind",))
+        raise SpecError([SpecProblem(source, line_of(kind_node), "kind", message)])
     try:
         return model.model_validate(data), node
     except ValidationError as err:
-        problems = []
-        for error in err.errors():
-            loc = tuple(error["loc"])
-            target, _ = _walk(node, loc)
-            if error["type"] == "extra_forbidden":
-                parent, _ = _walk(node, loc[:-1])
-                if isinstance(parent, yaml.MappingNode):
-                    keys = [k for k, _ in parent.value if str(k.value) == str(loc[-1])]
-                    target = keys[0] if keys else target
-            message = _message(error, model, loc)
-            problems.append(SpecProblem(source, _line(target), _field(loc), message))
+        problems = [
+            SpecProblem(source, e.line, e.field, e.message) for e in field_errors(err, model, node)
+        ]
         raise SpecError(problems) from None
 
 
@@ -146,9 +75,9 @@ def parse_cluster(text: str, source: str = "<cluster>") -> Cluster:
         try:
             groups.append(group.to_group())
         except MissingFigureError as err:
-            target, _ = _walk(node, ("groups", index))
+            target = node_at(node, ("groups", index))
             field = f"groups[{index}].{err.field}"
-            problems.append(SpecProblem(source, _line(target), field, str(err)))
+            problems.append(SpecProblem(source, line_of(target), field, str(err)))
     if problems:
         raise SpecError(problems)
     return spec.to_cluster(tuple(groups))

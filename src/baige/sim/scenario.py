@@ -8,7 +8,6 @@ nobody defined. See ``docs/sim.md`` for every field, and ``examples/sim/`` for s
 
 from __future__ import annotations
 
-import difflib
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -18,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from baige.api.loader import SpecError, SpecProblem, read_documents
 from baige.api.quantities import DurationSeconds
+from baige.api.yaml_errors import field_errors, field_path, line_of, node_at
 
 __all__ = [
     "AlibabaNodes",
@@ -323,8 +323,8 @@ class LoadedScenario:
         self.node = node
 
     def problem(self, loc: tuple[str | int, ...], message: str) -> SpecProblem:
-        target, _ = _walk(self.node, loc)
-        return SpecProblem(self.source, _line(target), _field(loc), message)
+        target = node_at(self.node, loc)
+        return SpecProblem(self.source, line_of(target), field_path(loc), message)
 
     def error(self, loc: tuple[str | int, ...], message: str) -> SpecError:
         return SpecError([self.problem(loc, message)])
@@ -344,73 +344,6 @@ class LoadedScenario:
         return found
 
 
-def _line(node: yaml.Node | None) -> int | None:
-    return None if node is None else node.start_mark.line + 1
-
-
-def _walk(node: yaml.Node | None, loc: tuple[str | int, ...]) -> tuple[yaml.Node | None, bool]:
-    on_key = False
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            match = [(k, v) for k, v in node.value if str(k.value) == str(part)]
-            if not match:
-                break
-            node, on_key = match[0][1], False
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            if part >= len(node.value):
-                break
-            node, on_key = node.value[part], False
-        else:
-            break
-    return node, on_key
-
-
-def _key_node(node: yaml.Node | None, name: str | int) -> yaml.Node | None:
-    if isinstance(node, yaml.MappingNode):
-        for key, _ in node.value:
-            if str(key.value) == str(name):
-                found: yaml.Node = key
-                return found
-    return None
-
-
-def _field(loc: tuple[str | int, ...]) -> str:
-    text = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc)
-    return text.replace(".[", "[")
-
-
-def _model_in(annotation: object) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()):
-        found = _model_in(arg)
-        if found is not None:
-            return found
-    return None
-
-
-def _message(error: Any, loc: tuple[str | int, ...]) -> str:
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        owner: type[BaseModel] | None = Scenario
-        for part in loc[:-1]:
-            if owner is None or isinstance(part, int):
-                continue
-            field = owner.model_fields.get(str(part))
-            owner = None if field is None else _model_in(field.annotation)
-        if owner is not None:
-            allowed = sorted(owner.model_fields)
-            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            return f"unknown field{hint} (allowed: {', '.join(allowed)})"
-        return "unknown field"
-    if kind == "missing":
-        return "required field is missing"
-    if kind == "literal_error":
-        return f"must be {error['ctx']['expected']}"
-    return str(error["msg"]).removeprefix("Value error, ")
-
-
 def parse_scenario(text: str, source: str = "<scenario>") -> LoadedScenario:
     """A scenario from YAML text; a :class:`SpecError` listing every problem otherwise."""
     nodes, documents = read_documents(text, source)
@@ -419,7 +352,7 @@ def parse_scenario(text: str, source: str = "<scenario>") -> LoadedScenario:
         raise SpecError([SpecProblem(source, None, "", f"expected one document, but {what}")])
     node, data = nodes[0], documents[0]
     if not isinstance(data, dict):
-        raise SpecError([SpecProblem(source, _line(node), "", "expected a mapping of fields")])
+        raise SpecError([SpecProblem(source, line_of(node), "", "expected a mapping of fields")])
     if data.get("kind") != "Simulation":
         found = data.get("kind")
         message = (
@@ -427,19 +360,15 @@ def parse_scenario(text: str, source: str = "<scenario>") -> LoadedScenario:
             if found is None
             else f"expected 'Simulation', found {found!r}: is this a scenario file?"
         )
-        kind_node, _ = _walk(node, ("kind",))
-        raise SpecError([SpecProblem(source, _line(kind_node or node), "kind", message)])
+        kind_node = node_at(node, ("kind",))
+        raise SpecError([SpecProblem(source, line_of(kind_node or node), "kind", message)])
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as err:
-        problems = []
-        for error in err.errors():
-            loc = tuple(error["loc"])
-            target, _ = _walk(node, loc)
-            if error["type"] == "extra_forbidden":
-                parent, _ = _walk(node, loc[:-1])
-                target = _key_node(parent, loc[-1]) or target
-            problems.append(SpecProblem(source, _line(target), _field(loc), _message(error, loc)))
+        problems = [
+            SpecProblem(source, e.line, e.field, e.message)
+            for e in field_errors(err, Scenario, node)
+        ]
         raise SpecError(problems) from None
     return LoadedScenario(scenario, source, node)
 
