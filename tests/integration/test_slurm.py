@@ -218,3 +218,46 @@ command: [sh, -c, {_json.dumps(run)}]
     assert runtime.last_step == 59 and runtime.restored_from == "memory"
     assert runtime.max_detection_s is not None and runtime.max_detection_s < 5
     assert "restored step=" in text and "rank=1 step=59" in text
+
+
+def test_a_node_that_goes_down_mid_job_has_its_work_rescheduled(
+    platform, slurm: SlurmCluster, tmp_path
+) -> None:
+    client = platform.client()
+    one = GANG.replace("replicas: 2", "replicas: 1").replace("WORKDIR", str(tmp_path))
+    job = client.submit(spec(one.replace("SLEEP", "600")))
+    view = wait_for(lambda: (v := client.job(job.id)).phase == "running" and v, timeout=60)
+    first = view.running_replicas[0].node
+    other = ({"gpu1", "gpu2"} - {first}).pop()
+    slurm.stop_node(first)
+    try:
+        wait_for(lambda: client.node(first).health == "failed", timeout=90, interval=1)
+        moved = wait_for(
+            lambda: (
+                (v := client.job(job.id)).running_replicas
+                and v.running_replicas[0].node == other
+                and v.running_replicas[0].state == "running"
+                and v
+            ),
+            timeout=60,
+        )
+        assert moved.phase == "running"
+        wait_for(lambda: f"node={other}" in b"".join(client.logs(job.id)).decode(), timeout=30)
+    finally:
+        client.cancel(job.id)
+        _kill_processes_of(job.id)  # the lost node's orphan (its slurmd was gone)
+        slurm.start_node(first)
+        wait_for(lambda: client.node(first).health == "ready", timeout=90, interval=1)
+        slurm.wait_idle(timeout=120)  # Slurm finishes the orphan's job once slurmd is back
+
+
+def _kill_processes_of(workload_id: str) -> None:
+    import contextlib  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+
+    needle = f"BAIGE_WORKLOAD_ID={workload_id}".encode()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if needle in (entry / "environ").read_bytes().split(b"\0"):
+                    os.kill(int(entry.name), signal.SIGKILL)

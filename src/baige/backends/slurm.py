@@ -203,6 +203,9 @@ class SlurmBackend:
             "sbatch", "--parsable", f"--job-name={name}", f"--comment={replica.workload_id}",
             f"--nodelist={replica.node}", "--nodes=1", "--ntasks=1",
             f"--output={rundir / 'slurm.out'}",
+            # Baige reschedules a replica whose node fails; Slurm requeueing it too (its
+            # default) would start it twice once the node is back
+            "--no-requeue",
         ]  # fmt: skip
         if replica.devices:
             args.append(f"--gres=gpu:{gres_type}:{len(replica.devices)}")

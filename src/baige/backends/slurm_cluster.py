@@ -152,6 +152,15 @@ class SlurmCluster:
                 raise RuntimeError(f"slurmctld did not come up; see {self.root}/log/slurmctld.log")
             time.sleep(0.2)
 
+    def stop_node(self, name: str) -> None:
+        """Stop one node's slurmd (its jobs' processes live on, as on a real node that lost
+        its daemon); slurmctld marks it down after SlurmdTimeout."""
+        self._kill(self.root / "run" / f"slurmd-{name}.pid")
+
+    def start_node(self, name: str) -> None:
+        """Start a node's slurmd again; it returns to service when it registers."""
+        self._run("slurmd", "-f", str(self.conf), "-N", name)
+
     def stop_controller(self) -> None:
         self._kill(self.root / "run" / "slurmctld.pid")
 
