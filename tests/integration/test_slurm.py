@@ -60,7 +60,7 @@ queue: default
 replicas: 2
 accelerators: {count: 4, types: [h100]}
 working_dir: WORKDIR
-command: [sh, -c, 'echo node=$SLURMD_NODENAME baige=$BAIGE_NODE cuda=$CUDA_VISIBLE_DEVICES rank=$RANK; sleep SLEEP']
+command: [sh, -c, 'echo node=$SLURMD_NODENAME baige=$BAIGE_NODE cuda=$CUDA_VISIBLE_DEVICES rank=$RANK master=$MASTER_ADDR; sleep SLEEP']
 """
 
 
@@ -82,6 +82,7 @@ def test_a_gang_lands_on_the_nodes_baige_chose(platform, tmp_path: Path) -> None
         assert f"node={node} baige={node}" in line  # Slurm ran it where Baige placed it
         cuda = line.split("cuda=")[1].split()[0]
         assert len(cuda.split(",")) == 4  # Slurm bound four cards and named them
+        assert "master=127.0.0.1" in line  # replica 0's node, at the NodeAddr Slurm knows
 
 
 def test_slurmctld_restart_loses_nothing(platform, slurm: SlurmCluster, tmp_path: Path) -> None:

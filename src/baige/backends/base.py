@@ -49,6 +49,9 @@ class ReplicaLaunch:
     visibility_env: str = (
         ""  # the variable that names them (a backend that binds cards itself drops it)
     )
+    # the node of replica 0, where a training job's replicas meet (MASTER_ADDR); a backend
+    # whose replicas run on other hosts points MASTER_ADDR at that node's address
+    master_node: str = ""
 
 
 @dataclass(frozen=True, slots=True)

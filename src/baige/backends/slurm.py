@@ -96,6 +96,7 @@ class SlurmBackend:
         self.partition = partition
         self.retry_seconds = retry_seconds
         self._gres: dict[str, str] = {}  # catalog key -> the GRES type name Slurm uses
+        self._address: dict[str, str] = {}  # node name -> the address Slurm reaches it at
         self._stopping: set[str] = set()
 
     # -- calling Slurm -------------------------------------------------------------------
@@ -149,6 +150,9 @@ class SlurmBackend:
                         accel = get_chip(slurm_type).key
             if accel:
                 self._gres[accel] = slurm_type
+            self._address[str(node["name"])] = str(
+                node.get("address") or node.get("hostname") or node["name"]
+            )
             state = str(node.get("state") or "").lower()
             flags = [str(f).upper() for f in node.get("state_flags") or []]
             nodes.append(
@@ -193,6 +197,11 @@ class SlurmBackend:
         script.write_text(f'#!/bin/sh\nexec {" ".join(shlex.quote(a) for a in shim)} "$@"\n')
         script.chmod(0o755)
         env = {**self.env, **replica.env}
+        if replica.master_node and "MASTER_ADDR" in env:
+            # the replicas meet on replica 0's node, wherever Slurm runs this one
+            if replica.master_node not in self._address:
+                self.inventory()
+            env["MASTER_ADDR"] = self._address.get(replica.master_node, replica.master_node)
         if replica.visibility_env:
             env.pop(replica.visibility_env, None)  # Slurm binds the cards and sets it
         gres_type = self._gres.get(replica.accel_type)

@@ -11,6 +11,7 @@ from baige import __version__
 from baige.api import SpecError, load_spec_file
 from baige.cli import control, sim
 from baige.cli import plan as plan_cli
+from baige.cli import run as run_cli
 from baige.cli.output import console, err_console, print_json, print_table
 
 app = typer.Typer(
@@ -21,6 +22,8 @@ app = typer.Typer(
 )
 app.add_typer(sim.app, name="sim")
 app.command(name="plan")(plan_cli.plan)
+# `baige run [OPTIONS] -- python train.py ...`: options after the script are the script's
+app.command(name="run", context_settings=run_cli.CONTEXT_SETTINGS)(run_cli.run)
 for _command in (
     control.up,
     control.submit,

@@ -221,4 +221,5 @@ def launch_record(
         accel_type=workload.accel_type or "",
         devices=tuple(replica.devices),
         visibility_env=visibility,
+        master_node=str(workload.placements[0].get("node", "")) if workload.placements else "",
     )

@@ -60,6 +60,14 @@ def test_wired_into_a_multi_command_app_the_script_keeps_its_options(tmp_path: P
     assert "kill needs step=N" in result.output  # not "No such option: --steps"
 
 
+def test_baige_run_is_a_command_of_baige() -> None:
+    from baige.cli.main import app as baige  # noqa: PLC0415
+
+    result = runner.invoke(baige, ["run", "--fault", "kill:rank=0", str(SCRIPT), "--steps", "3"])
+    assert result.exit_code == 2
+    assert "kill needs step=N" in result.output
+
+
 def test_a_missing_command_is_a_usage_error() -> None:
     result = runner.invoke(app, [])
     assert result.exit_code == 2
