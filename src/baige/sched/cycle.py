@@ -41,7 +41,7 @@ from baige.sched.profile import BAIGE, Profile
 from baige.sched.quota import QuotaLedger
 from baige.sched.state import CycleState, Running
 
-__all__ = ["run_cycle", "workload_mix"]
+__all__ = ["run_cycle", "workload_host", "workload_mix"]
 
 _PREEMPTABLE_FAILURES = {Reason.CAPACITY, Reason.QUOTA, Reason.TOPOLOGY}
 
@@ -55,6 +55,22 @@ def workload_mix(workloads: Iterable[Workload], profile: Profile) -> dict[tuple[
         counts[(request.devices, milli)] += max(1, workload.replicas)
     total = sum(counts.values())
     return {shape: count / total for shape, count in counts.items()} if total else {}
+
+
+def workload_host(workloads: Iterable[Workload], profile: Profile) -> dict[tuple[int, int], float]:
+    """Mean host CPU (milli) one replica of each request shape asks for (shapes that ask for
+    none are left out): what the fragmentation score needs to see cards starved of CPU."""
+    if "host-resources" not in profile.filters:
+        return {}
+    cpu: Counter[tuple[int, int]] = Counter()
+    counts: Counter[tuple[int, int]] = Counter()
+    for workload in workloads:
+        request = workload.request
+        shape = (request.devices, request.milli if profile.fractional else MILLI)
+        replicas = max(1, workload.replicas)
+        counts[shape] += replicas
+        cpu[shape] += request.cpu_milli * replicas
+    return {shape: cpu[shape] / counts[shape] for shape in counts if cpu[shape]}
 
 
 def run_cycle(snapshot: Snapshot, now: float, profile: Profile = BAIGE) -> CycleResult:
@@ -100,7 +116,13 @@ class _Cycle:
         cluster = ClusterState(snapshot.nodes, len(levels))
         capacity = {accel: cluster.capacity_milli(accel) for accel in cluster.types}
         ledger = QuotaLedger(snapshot.queues, capacity, borrowing=profile.borrowing)
-        placer = Placer(cluster, profile, levels, workload_mix(snapshot.workloads, profile))
+        placer = Placer(
+            cluster,
+            profile,
+            levels,
+            workload_mix(snapshot.workloads, profile),
+            workload_host(snapshot.workloads, profile),
+        )
         state = CycleState(now, profile, cluster, ledger, placer)
         state.warnings.extend(ledger.warnings)
         failed = {n.name for n in snapshot.nodes if n.health is Health.FAILED}

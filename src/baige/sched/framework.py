@@ -9,7 +9,7 @@ fractional share). A :class:`~baige.sched.profile.Profile` picks plugins by name
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
@@ -58,12 +58,15 @@ class ScoreContext:
     """What a score plugin may read: the cluster, the workload, and the cycle's workload mix.
 
     ``mix`` is the share of demand per request shape ``(devices, milli)``, used by the
-    fragmentation score to judge which free capacity future work can still use.
+    fragmentation score to judge which free capacity future work can still use; ``host`` is
+    the mean host CPU (milli) one replica of each shape asks for, so that cards on a node
+    without the CPU to feed them count as unusable too (the FGD paper's measure).
     """
 
     cluster: ClusterState
     workload: Workload
     mix: Mapping[tuple[int, int], float]
+    host: Mapping[tuple[int, int], float] = field(default_factory=dict)
 
 
 class FilterPlugin(Protocol):

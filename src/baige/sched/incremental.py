@@ -207,9 +207,12 @@ class _Mix:
     def __init__(self, profile: Profile) -> None:
         self.profile = profile
         self.count: dict[_Shape, int] = {}
+        self.cpu: dict[_Shape, int] = {}  # host CPU milli asked, summed over replicas
         self.first: dict[_Shape, list[int]] = {}  # heap of sequence numbers (lazy deletion)
         self.shape_of: dict[int, _Shape] = {}
         self._cached: dict[_Shape, float] | None = {}
+        self._host: dict[_Shape, float] | None = {}
+        self.tracks_host = "host-resources" in profile.filters
 
     def shape(self, workload: Workload) -> _Shape:
         request = workload.request
@@ -218,16 +221,31 @@ class _Mix:
     def add(self, seq: int, workload: Workload) -> None:
         shape = self.shape(workload)
         self.count[shape] = self.count.get(shape, 0) + max(1, workload.replicas)
+        self.cpu[shape] = self.cpu.get(shape, 0) + workload.request.cpu_milli * max(
+            1, workload.replicas
+        )
         heapq.heappush(self.first.setdefault(shape, []), seq)
         self.shape_of[seq] = shape
-        self._cached = None
+        self._cached = self._host = None
 
     def remove(self, seq: int, workload: Workload) -> None:
         shape = self.shape_of.pop(seq)
         self.count[shape] -= max(1, workload.replicas)
+        self.cpu[shape] -= workload.request.cpu_milli * max(1, workload.replicas)
         if not self.count[shape]:
             del self.count[shape]
-        self._cached = None
+            del self.cpu[shape]
+        self._cached = self._host = None
+
+    def host(self) -> dict[_Shape, float]:
+        """``workload_host`` of the live workloads."""
+        if self._host is None:
+            self._host = (
+                {s: self.cpu[s] / n for s, n in self.count.items() if self.cpu[s]}
+                if self.tracks_host
+                else {}
+            )
+        return self._host
 
     def mix(self) -> dict[_Shape, float]:
         if self._cached is not None:
@@ -280,8 +298,8 @@ class Scheduler:
             scheduler.submit(workload)
         return scheduler
 
-    def _placer(self, mix: dict[_Shape, float]) -> Placer:
-        return Placer(self.cluster, self.profile, self.levels, mix)
+    def _placer(self, mix: dict[_Shape, float], host: dict[_Shape, float] | None = None) -> Placer:
+        return Placer(self.cluster, self.profile, self.levels, mix, host)
 
     # -- what the driver tells it ------------------------------------------------------------
 
@@ -432,7 +450,7 @@ class Scheduler:
         self.cluster.restore_order()
         state.now = now
         state.warnings = list(self.ledger.warnings)
-        state.placer = self._placer(self._mix.mix())
+        state.placer = self._placer(self._mix.mix(), self._mix.host())
         running = state.running
         failure_runs: list[Running] = []
         if self._newly_failed & self._failed:

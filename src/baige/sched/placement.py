@@ -42,6 +42,7 @@ class Placer:
         profile: Profile,
         levels: tuple[str, ...],
         mix: Mapping[tuple[int, int], float],
+        host: Mapping[tuple[int, int], float] | None = None,
     ) -> None:
         self.cluster = cluster
         self.profile = profile
@@ -54,6 +55,7 @@ class Placer:
             (SCORES[name](), weight) for name, weight in profile.scores if weight > 0
         ]
         self.mix = mix
+        self.host: Mapping[tuple[int, int], float] = host or {}
         # (accel, k, milli) -> (generation, smallest count that failed): capacity only shrinks
         # within a cycle until something is given back, so a larger ask fails too.
         self._failed: dict[tuple[str, int, int], tuple[int, int, Failure]] = {}
@@ -230,7 +232,7 @@ class Placer:
             if not scores:
                 return option
             if ctx is None:
-                ctx = ScoreContext(self.cluster, workload, self.mix)
+                ctx = ScoreContext(self.cluster, workload, self.mix, self.host)
             total = 0.0
             for plugin, weight in scores:
                 total += weight * plugin.score(option, ctx)

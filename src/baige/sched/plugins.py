@@ -12,6 +12,7 @@ Scores return 0–100 (higher is better). Each encodes one placement idea from t
 
 from __future__ import annotations
 
+import bisect
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -154,20 +155,28 @@ class TopologyPacking:
 
 
 def fragmentation_of(
-    free: list[int] | tuple[int, ...], held: int, mix: Mapping[tuple[int, int], float]
+    free: list[int] | tuple[int, ...],
+    held: int,
+    mix: Mapping[tuple[int, int], float],
+    cpu_free: int | None = None,
+    host: Mapping[tuple[int, int], float] | None = None,
 ) -> float:
     """Expected free milli on a node that a request drawn from ``mix`` could not use.
 
     For a fractional shape ``(1, m)``: the free part of every card with less than ``m`` free.
     For ``(k, 1000)``: all free capacity when fewer than ``k`` whole cards are free, else
-    the leftovers of partly used cards. Held cards count as used.
+    the leftovers of partly used cards. Held cards count as used. With ``cpu_free`` (the
+    node tracks CPU) and ``host`` (mean CPU per replica of each shape), a shape whose CPU
+    does not fit cannot use any of the node's free cards.
     """
     whole = max(0, sum(1 for f in free if f == MILLI) - held)
     partial_free = [f for f in free if f < MILLI]
     total = whole * MILLI + sum(partial_free)
     expected = 0.0
     for (devices, milli), weight in mix.items():
-        if milli < MILLI:
+        if cpu_free is not None and host and host.get((devices, milli), 0.0) > cpu_free:
+            unusable = total
+        elif milli < MILLI:
             unusable = sum(f for f in partial_free if f < milli)
             if whole == 0 and not any(f >= milli for f in partial_free):
                 unusable = total
@@ -184,17 +193,31 @@ class Fragmentation:
     """FGD: minimise the growth of expected unusable capacity on the chosen node."""
 
     name: str = "fragmentation"
-    _cache: dict[tuple[tuple[int, ...], int, int], float] = field(default_factory=dict)
+    _cache: dict[tuple[object, ...], float] = field(default_factory=dict)
     _scores: dict[tuple[object, ...], float] = field(default_factory=dict)
+    _thresholds: dict[int, tuple[Mapping[tuple[int, int], float], list[float]]] = field(
+        default_factory=dict
+    )
 
     def applies(self, workload: Workload) -> bool:
         return True
 
-    def _frag(self, free: tuple[int, ...], held: int, ctx: ScoreContext) -> float:
-        key = (free, held, id(ctx.mix))
+    def _cpu_band(self, cpu: int | None, ctx: ScoreContext) -> int:
+        """Which shapes' CPU fits in ``cpu`` free, as one number (-1: CPU not tracked), so
+        the caches stay small: fragmentation changes only where a shape stops fitting."""
+        if cpu is None or not ctx.host:
+            return -1
+        known = self._thresholds.get(id(ctx.host))
+        if known is None or known[0] is not ctx.host:
+            known = (ctx.host, sorted(set(ctx.host.values())))
+            self._thresholds[id(ctx.host)] = known
+        return bisect.bisect_right(known[1], cpu)
+
+    def _frag(self, free: tuple[int, ...], held: int, cpu: int | None, ctx: ScoreContext) -> float:
+        key = (free, held, self._cpu_band(cpu, ctx), id(ctx.mix), id(ctx.host))
         value = self._cache.get(key)
         if value is None:
-            value = fragmentation_of(free, held, ctx.mix)
+            value = fragmentation_of(free, held, ctx.mix, cpu, ctx.host)
             if len(self._cache) > 100_000:
                 self._cache.clear()
             self._cache[key] = value
@@ -203,16 +226,35 @@ class Fragmentation:
     def score(self, option: Option, ctx: ScoreContext) -> float:
         slot = option.slot
         before = tuple(slot.free)
-        key = (before, slot.held, option.devices, option.milli, option.device, id(ctx.mix))
+        cpu = slot.cpu_free if slot.node.cpu_milli and ctx.host else None
+        cpu_after = None if cpu is None else cpu - ctx.workload.request.cpu_milli
+        key = (
+            before,
+            slot.held,
+            option.devices,
+            option.milli,
+            option.device,
+            id(ctx.mix),
+            id(ctx.host),
+            self._cpu_band(cpu, ctx),
+            self._cpu_band(cpu_after, ctx),
+        )
         cached = self._scores.get(key)
         if cached is None:
-            cached = self._score(option, before, ctx)
+            cached = self._score(option, before, cpu, cpu_after, ctx)
             if len(self._scores) > 100_000:
                 self._scores.clear()
             self._scores[key] = cached
         return cached
 
-    def _score(self, option: Option, before: tuple[int, ...], ctx: ScoreContext) -> float:
+    def _score(
+        self,
+        option: Option,
+        before: tuple[int, ...],
+        cpu: int | None,
+        cpu_after: int | None,
+        ctx: ScoreContext,
+    ) -> float:
         slot = option.slot
         after = list(before)
         if option.device >= 0:
@@ -225,7 +267,9 @@ class Fragmentation:
                 if free == MILLI:
                     after[index] = MILLI - option.milli
                     taken += 1
-        delta = self._frag(tuple(after), slot.held, ctx) - self._frag(before, slot.held, ctx)
+        delta = self._frag(tuple(after), slot.held, cpu_after, ctx) - self._frag(
+            before, slot.held, cpu, ctx
+        )
         # one card's worth of new fragmentation costs the whole upper half of the scale
         return max(0.0, min(100.0, 50.0 - 50.0 * delta / MILLI))
 

@@ -88,7 +88,10 @@ def task_mix(requests: list[Request]) -> dict[tuple[int, int], float]:
 
 
 def _inflation_profile(profile: Profile) -> Profile:
-    return replace(profile, preemption=False, reclaim=False, backfill=False)
+    """The experiment measures where each policy puts a task, so every policy scores every
+    node (as the paper's simulator does): Baige's live default scores 16 candidates per step
+    for speed, which would compare its shortcut rather than its placement."""
+    return replace(profile, preemption=False, reclaim=False, backfill=False, candidate_nodes=0)
 
 
 def run_inflation(

@@ -92,3 +92,34 @@ def test_without_co_location_a_share_takes_a_whole_card():
 )
 def test_fragmentation_measure(free, mix, expected):
     assert fragmentation_of(free, 0, mix) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("cpu_free", "expected"),
+    [
+        (None, 0),  # CPU not tracked: eight free cards are usable
+        (32_000, 0),  # enough CPU for the shape
+        (8_000, 8000),  # cards without the CPU to feed them are fragmented too
+    ],
+)
+def test_fragmentation_counts_cards_starved_of_cpu(cpu_free, expected):
+    mix, host = {(1, 1000): 1.0}, {(1, 1000): 16_000.0}
+    assert fragmentation_of((1000,) * 8, 0, mix, cpu_free, host) == pytest.approx(expected)
+
+
+def test_placement_keeps_cpu_next_to_free_cards():
+    """Two nodes with two free cards each; one has CPU for two more tasks, the other for one.
+    A GPU-only measure cannot tell them apart; counting CPU, the task goes where it leaves
+    the other node's cards still usable, so both later tasks still fit."""
+    from dataclasses import replace  # noqa: PLC0415
+
+    from baige.sched import BAIGE  # noqa: PLC0415
+
+    rich = replace(make_cluster(1, devices=2, prefix="rich")[0], cpu_milli=8_000)
+    poor = replace(make_cluster(1, devices=2, prefix="poor")[0], cpu_milli=4_000)
+    profile = replace(BAIGE, scores=(("fragmentation", 1.0),), candidate_nodes=0)
+    task = make_job("t").gpus(1).host(cpu_milli=4_000)
+    for nodes in ([poor, rich], [rich, poor]):  # either order: not a tie broken by order
+        result = cycle(make_snapshot(nodes, workloads=[task]), profile)
+        placed = next(d for d in result.decisions if isinstance(d, Admit))
+        assert placed.placements[0].node.startswith("rich")
