@@ -50,6 +50,7 @@ unit: $(VENV)/.installed-test $(CHROMIUM) $(SLURMCTLD)
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/sched_cycle.py
 	$(BIN)/python bench/control_plane.py
+	$(BIN)/python bench/console_pages.py
 	$(BIN)/python bench/plan_search.py
 	$(BIN)/python bench/ckpt_save.py --sizes 0.5 1
 	$(BIN)/python bench/ckpt_gpu.py
