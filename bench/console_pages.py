@@ -125,7 +125,10 @@ def main() -> None:
         times = measure(url, token, pages, args.runs)
     finally:
         server.terminate()
-        server.wait(timeout=30)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
     rows = {
         page: {"median_ms": round(statistics.median(t), 1), "max_ms": round(max(t), 1)}
         for page, t in times.items()

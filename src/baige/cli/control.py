@@ -478,9 +478,16 @@ def up(
                 "try: baige submit examples/train-cpu.yaml && baige jobs", highlight=False
             )
             # Keep idle connections longer than uvicorn's 5 s default: a client pool that
-            # reuses a connection the server has just closed sees a reset mid-request.
+            # reuses a connection the server has just closed sees a reset mid-request. On
+            # stop, give open requests 5 s: a followed log stream would otherwise hold the
+            # shutdown for as long as its reader stays.
             config = uvicorn.Config(
-                app, host=host, port=port, log_level="warning", timeout_keep_alive=30
+                app,
+                host=host,
+                port=port,
+                log_level="warning",
+                timeout_keep_alive=30,
+                timeout_graceful_shutdown=5,
             )
             server = uvicorn.Server(config)
             signal.signal(signal.SIGTERM, lambda *_: setattr(server, "should_exit", True))
