@@ -208,3 +208,26 @@ def test_a_silent_node_fails_within_10_s_and_its_work_moves(make_platform, db_ur
     assert view.running_replicas[0].node != "remote-1"
     assert any("remote-1 failed" in e.message for e in client.events(job.id))
     client.cancel(job.id)
+
+
+def test_stopping_baige_up_does_not_wait_for_a_followed_log(server, tmp_path: Path) -> None:
+    """Ctrl-C (SIGTERM) stops `baige up` in seconds even while someone follows a job's log."""
+    import threading  # noqa: PLC0415
+
+    client = server.client()
+    job = client.submit(sleeper(tmp_path, "long", sleep=120))
+    wait_for(lambda: client.job(job.id).phase == "running", timeout=30)
+    following = threading.Event()
+
+    def follow() -> None:
+        with contextlib.suppress(Exception):  # the stream ends when the server goes
+            for _ in server.client().logs(job.id, follow=True):
+                following.set()
+
+    threading.Thread(target=follow, daemon=True).start()
+    time.sleep(1.0)  # the stream is open (a sleeping job prints nothing)
+    assert server.process is not None
+    started = time.monotonic()
+    server.process.terminate()
+    server.process.wait(timeout=30)
+    assert time.monotonic() - started < 15

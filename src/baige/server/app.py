@@ -6,9 +6,11 @@ Every failure a client can cause is a 4xx whose body names what was wrong
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -109,10 +111,20 @@ def create_app(
     follow_poll_s: float = 0.5,
 ) -> FastAPI:
     """The API over ``service``; ``pass_seconds`` gives the controller's recent pass times."""
+    # Set when the server stops: a followed log stream runs in a worker thread that the
+    # server's shutdown cannot cancel, and the process would wait for it at exit.
+    stopping = threading.Event()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        stopping.set()
+
     app = FastAPI(
         title="Baige",
         version=__version__,
         description="One pool of mixed accelerators for training jobs and inference services.",
+        lifespan=lifespan,
     )
 
     @app.exception_handler(ApiError)
@@ -297,7 +309,9 @@ def create_app(
             """The replicas' output; ``follow`` streams until the workload ends."""
             service.get(who, workload_id, kind)
             return StreamingResponse(
-                _stream_logs(service, who, workload_id, replica, follow, tail, follow_poll_s),
+                _stream_logs(
+                    service, who, workload_id, replica, follow, tail, follow_poll_s, stopping
+                ),
                 media_type="text/plain; charset=utf-8",
             )
 
@@ -382,6 +396,7 @@ def _stream_logs(
     follow: bool,
     tail: int | None,
     poll_s: float,
+    stopping: threading.Event,
 ) -> Iterator[bytes]:
     offsets: dict[str, int] = {}
     many = False
@@ -408,4 +423,5 @@ def _stream_logs(
                 if data:
                     yield data
             return
-        time.sleep(poll_s)
+        if stopping.wait(poll_s):
+            return
