@@ -215,7 +215,10 @@ command: [sh, -c, {_json.dumps(run)}]
     assert done.restarts == 0  # baige run recovered inside the replicas
     runtime = done.runtime
     assert runtime is not None, text[-2000:]
-    assert runtime.faults == {"crash": 1} and runtime.restarts == 1
+    assert runtime.faults == {"crash": 1}  # both agents saw it; it is one fault
+    # one restart round; a node whose group restarted before the other reached the
+    # rendezvous restarts once more to let it join (torch elastic's membership change)
+    assert runtime.restarts in (1, 2)
     assert runtime.last_step == 59 and runtime.restored_from == "memory"
     assert runtime.max_detection_s is not None and runtime.max_detection_s < 5
     assert "restored step=" in text and "rank=1 step=59" in text
