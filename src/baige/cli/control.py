@@ -6,9 +6,10 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 
@@ -20,6 +21,9 @@ from baige.client import DEFAULT_URL, BaigeClient, BaigeError
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
+T = TypeVar("T")
+
+
 def _client() -> BaigeClient:
     return BaigeClient()
 
@@ -27,6 +31,15 @@ def _client() -> BaigeClient:
 def _fail(error: Exception) -> typer.Exit:
     err_console.print(f"[red]error[/red] {error}", highlight=False, soft_wrap=True)
     return typer.Exit(code=1)
+
+
+def _ask(call: Callable[[BaigeClient], T]) -> T:
+    """One exchange with the control plane; an API error exits with its message."""
+    try:
+        with _client() as client:
+            return call(client)
+    except BaigeError as err:
+        raise _fail(err) from None
 
 
 def _age(ts: float | None) -> str:
@@ -116,11 +129,7 @@ def jobs(
     json_output: JsonOption = False,
 ) -> None:
     """List training jobs, newest first."""
-    try:
-        with _client() as client:
-            views = client.jobs(queue=queue, phase=phase, limit=limit)
-    except BaigeError as err:
-        raise _fail(err) from None
+    views = _ask(lambda c: c.jobs(queue=queue, phase=phase, limit=limit))
     if json_output:
         print_json([v.model_dump() for v in views])
     else:
@@ -132,12 +141,7 @@ def services(
     json_output: JsonOption = False,
 ) -> None:
     """List inference services and their endpoints."""
-    try:
-        with _client() as client:
-            views = client.services(queue=queue)
-            views = [client.job(v.id) for v in views]
-    except BaigeError as err:
-        raise _fail(err) from None
+    views = _ask(lambda c: [c.job(v.id) for v in c.services(queue=queue)])
     if json_output:
         print_json([v.model_dump() for v in views])
         return
@@ -168,12 +172,7 @@ def job(
     json_output: JsonOption = False,
 ) -> None:
     """One job or service: its state, why, its replicas and its events."""
-    try:
-        with _client() as client:
-            view = client.job(workload_id)
-            events = client.events(workload_id)
-    except BaigeError as err:
-        raise _fail(err) from None
+    view, events = _ask(lambda c: (c.job(workload_id), c.events(workload_id)))
     if json_output:
         print_json({**view.model_dump(), "events": [e.model_dump() for e in events]})
         return
@@ -234,11 +233,7 @@ def logs(
 
 def cancel(workload_id: Annotated[str, typer.Argument(help="A job or service id.")]) -> None:
     """Stop a job or service."""
-    try:
-        with _client() as client:
-            view = client.cancel(workload_id)
-    except BaigeError as err:
-        raise _fail(err) from None
+    view = _ask(lambda c: c.cancel(workload_id))
     console.print(f"{view.id}: {view.phase} ({view.reason or 'cancel requested'})", highlight=False)
 
 
@@ -247,21 +242,13 @@ def scale(
     replicas: Annotated[int, typer.Argument(min=0, help="Replicas wanted.")],
 ) -> None:
     """Change how many replicas a service runs."""
-    try:
-        with _client() as client:
-            view = client.scale(workload_id, replicas)
-    except BaigeError as err:
-        raise _fail(err) from None
+    view = _ask(lambda c: c.scale(workload_id, replicas))
     console.print(f"{view.id}: {view.replicas} replicas wanted ({view.phase})", highlight=False)
 
 
 def queues(json_output: JsonOption = False) -> None:
     """The queue tree: guaranteed, limit and used cards per accelerator type."""
-    try:
-        with _client() as client:
-            views = client.queues()
-    except BaigeError as err:
-        raise _fail(err) from None
+    views = _ask(lambda c: c.queues())
     if json_output:
         print_json([v.model_dump() for v in views])
         return
@@ -292,11 +279,7 @@ def queues(json_output: JsonOption = False) -> None:
 
 def nodes(json_output: JsonOption = False) -> None:
     """Nodes, their health and what is allocated on them."""
-    try:
-        with _client() as client:
-            views = client.nodes()
-    except BaigeError as err:
-        raise _fail(err) from None
+    views = _ask(lambda c: c.nodes())
     if json_output:
         print_json([v.model_dump() for v in views])
         return
@@ -329,20 +312,12 @@ def uncordon(name: Annotated[str, typer.Argument(help="A node name.")]) -> None:
 
 def drain(name: Annotated[str, typer.Argument(help="A node name.")]) -> None:
     """Cordon a node and move its work elsewhere (training restarts from its checkpoint)."""
-    try:
-        with _client() as client:
-            view = client.drain(name)
-    except BaigeError as err:
-        raise _fail(err) from None
+    view = _ask(lambda c: c.drain(name))
     console.print(f"node {view.name}: draining; its work is rescheduled (uncordon to undo)")
 
 
 def _set_cordon(name: str, value: bool) -> None:
-    try:
-        with _client() as client:
-            view = client.cordon(name, value)
-    except BaigeError as err:
-        raise _fail(err) from None
+    view = _ask(lambda c: c.cordon(name, value))
     console.print(f"node {view.name}: {view.health}")
 
 
@@ -352,11 +327,7 @@ def token(
     admin: Annotated[bool, typer.Option(help="An admin token (sees everything).")] = False,
 ) -> None:
     """Make an API token (admin only); it is printed once."""
-    try:
-        with _client() as client:
-            view = client.create_token(name, tenant, admin)
-    except BaigeError as err:
-        raise _fail(err) from None
+    view = _ask(lambda c: c.create_token(name, tenant, admin))
     console.print(view.token, highlight=False)
 
 

@@ -61,8 +61,9 @@ class RuntimeEventsRequest(BaseModel):
 
 def _authorized(db: Database, row: WorkloadRow, header: str | None) -> None:
     """The job's own report token, or a user token that may see the job (else 401/404)."""
-    if header and header.lower().startswith("bearer ") and REPORT_TOKEN_PREFIX in header:
-        given = header[7:].strip().removeprefix(REPORT_TOKEN_PREFIX)
+    given = header[7:].strip() if header and header.lower().startswith("bearer ") else ""
+    if given.startswith(REPORT_TOKEN_PREFIX):
+        given = given.removeprefix(REPORT_TOKEN_PREFIX)
         if row.report_token and hmac.compare_digest(given, row.report_token):
             return
         raise Unauthorized("invalid report token for this job")

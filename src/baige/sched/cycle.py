@@ -46,13 +46,17 @@ __all__ = ["run_cycle", "workload_host", "workload_mix"]
 _PREEMPTABLE_FAILURES = {Reason.CAPACITY, Reason.QUOTA, Reason.TOPOLOGY}
 
 
+def request_shape(workload: Workload, profile: Profile) -> tuple[int, int]:
+    """``(devices, milli)`` as placed: without co-location a share takes a whole card."""
+    request = workload.request
+    return (request.devices, request.milli if profile.fractional else MILLI)
+
+
 def workload_mix(workloads: Iterable[Workload], profile: Profile) -> dict[tuple[int, int], float]:
     """Share of replicas per request shape: the demand the fragmentation score plans for."""
     counts: Counter[tuple[int, int]] = Counter()
     for workload in workloads:
-        request = workload.request
-        milli = request.milli if profile.fractional else MILLI
-        counts[(request.devices, milli)] += max(1, workload.replicas)
+        counts[request_shape(workload, profile)] += max(1, workload.replicas)
     total = sum(counts.values())
     return {shape: count / total for shape, count in counts.items()} if total else {}
 
@@ -65,11 +69,10 @@ def workload_host(workloads: Iterable[Workload], profile: Profile) -> dict[tuple
     cpu: Counter[tuple[int, int]] = Counter()
     counts: Counter[tuple[int, int]] = Counter()
     for workload in workloads:
-        request = workload.request
-        shape = (request.devices, request.milli if profile.fractional else MILLI)
+        shape = request_shape(workload, profile)
         replicas = max(1, workload.replicas)
         counts[shape] += replicas
-        cpu[shape] += request.cpu_milli * replicas
+        cpu[shape] += workload.request.cpu_milli * replicas
     return {shape: cpu[shape] / counts[shape] for shape in counts if cpu[shape]}
 
 

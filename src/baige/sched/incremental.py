@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
 from baige.sched.cluster import ClusterState, Domain, NodeSlot, OverAllocationError, TypeIndex
-from baige.sched.cycle import _Cycle
+from baige.sched.cycle import _Cycle, request_shape
 from baige.sched.decisions import Admit, CycleResult, Grow, Preempt, Shrink
 from baige.sched.model import (
     MILLI,
@@ -215,8 +215,7 @@ class _Mix:
         self.tracks_host = "host-resources" in profile.filters
 
     def shape(self, workload: Workload) -> _Shape:
-        request = workload.request
-        return (request.devices, request.milli if self.profile.fractional else MILLI)
+        return request_shape(workload, self.profile)
 
     def add(self, seq: int, workload: Workload) -> None:
         shape = self.shape(workload)
