@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from baige.hw.catalog import UnknownAcceleratorError, get_chip
 
@@ -19,6 +19,7 @@ __all__ = [
     "Name",
     "SpecModel",
     "normalize_accelerator_type",
+    "nul_free",
 ]
 
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$")
@@ -47,7 +48,32 @@ AcceleratorType = Annotated[str, AfterValidator(normalize_accelerator_type)]
 Labels = Annotated[dict[str, str], Field(default_factory=dict)]
 
 
+def nul_free(value: object, depth: int = 0) -> object:
+    """``value`` unchanged, or a ValueError if any string in it holds a NUL character.
+
+    A NUL cannot cross into the operating system (``execve`` arguments, environment, paths)
+    nor into PostgreSQL text, so a spec holding one would be accepted and then fail on every
+    launch or write; it is refused where it enters instead. Nested models check themselves.
+    """
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("contains a NUL character (\\x00); no string in a spec may")
+    elif isinstance(value, dict) and depth < 8:
+        for key, item in value.items():
+            nul_free(key, depth + 1)
+            nul_free(item, depth + 1)
+    elif isinstance(value, list | tuple | set | frozenset) and depth < 8:
+        for item in value:
+            nul_free(item, depth + 1)
+    return value
+
+
 class SpecModel(BaseModel):
     """Base of every model a user writes: strict about unknown fields, immutable once read."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: object) -> object:
+        return nul_free(value)

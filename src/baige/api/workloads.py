@@ -16,9 +16,11 @@ from pydantic import Field, field_validator, model_validator
 
 from baige.api.common import AcceleratorType, Labels, Name, SpecModel
 from baige.api.quantities import CpuMilli, DurationSeconds, MemoryMiB
+from baige.hw.vendors import VENDORS
 
 __all__ = [
     "DEFAULT_INFERENCE_PRIORITY",
+    "RESERVED_ENV",
     "AcceleratorRequest",
     "Autoscale",
     "CheckpointPolicy",
@@ -35,6 +37,29 @@ __all__ = [
 
 DEFAULT_INFERENCE_PRIORITY = 1000
 MAX_REPLICAS = 100_000
+
+# Variables Baige sets in every replica (its cards, its place in the job, where it reports).
+# A value written in a spec would be overridden without a word, so such a spec is refused.
+RESERVED_ENV: dict[str, str] = {
+    **{v.visibility_env: "names the cards Baige placed the replica on" for v in VENDORS.values()},
+    "ROCR_VISIBLE_DEVICES": "names the cards Baige placed the replica on",
+    "HIP_VISIBLE_DEVICES": "names the cards Baige placed the replica on",
+    "RANK": "is the replica's rank in the job",
+    "WORLD_SIZE": "is the number of replicas in the job",
+    "MASTER_ADDR": "is where the job's replicas meet",
+    "MASTER_PORT": "is where the job's replicas meet",
+    "PORT": "is the port Baige gives a service replica",
+    "BAIGE_PORT": "is the port Baige gives a service replica",
+    "BAIGE_URL": "is where `baige run` reports to the control plane",
+    "BAIGE_TOKEN": "is the job's own report token",
+    **{
+        f"BAIGE_{name}": "describes the replica to itself"
+        for name in (
+            "WORKLOAD_ID", "WORKLOAD_NAME", "REPLICA_ID", "REPLICA_INDEX", "REPLICAS", "NODE",
+            "ACCELERATOR_TYPE", "ACCELERATOR_SHARE",
+        )
+    },
+}  # fmt: skip
 
 
 class AcceleratorRequest(SpecModel):
@@ -132,6 +157,11 @@ class _WorkloadBase(SpecModel):
                 or not all(c.isalnum() or c == "_" for c in key)
             ):
                 raise ValueError(f"env name {key!r} is not a valid environment variable name")
+            if key in RESERVED_ENV:
+                raise ValueError(
+                    f"env sets {key}, which Baige sets itself ({key} {RESERVED_ENV[key]}); "
+                    "remove it from env"
+                )
         return value
 
 
