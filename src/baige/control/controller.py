@@ -383,6 +383,21 @@ class Controller:
         record_event(session, "workload", workload.id, phase.value.capitalize(), phase.value, why,
                      tenant=workload.tenant, now=now)  # fmt: skip
 
+    def _launch_failed(
+        self, session: Session, workload: WorkloadRow, replica: ReplicaRow, why: str, now: float
+    ) -> None:
+        """A replica the backend cannot start ends its workload at once, the cause as its
+        reason: a launch error is not a fault that a restart could cure, so it must not be
+        retried as a lost replica until the restart budget is gone."""
+        replica.state = ReplicaState.FAILED.value
+        replica.reason = why[:500]
+        replica.finished_at = now
+        if Phase(workload.phase).terminal:
+            return
+        self._stop_generation(session, workload)
+        self._end(session, workload, Phase.FAILED, None,
+                  f"replica {replica.index} cannot be launched: {why}"[:1000], now)  # fmt: skip
+
     @staticmethod
     def _stop_generation(session: Session, workload: WorkloadRow) -> None:
         session.execute(
@@ -627,11 +642,20 @@ class Controller:
                     continue
                 if workload.master_port is None:
                     workload.master_port = _free_port()
-                observation = self.backend.launch(
-                    launch_record(
-                        replica, workload, sizes[workload.id], workload.master_port, self.api_url
-                    )
-                )
+                try:
+                    observation = self.backend.launch(
+                        launch_record(
+                            replica, workload, sizes[workload.id], workload.master_port,
+                            self.api_url,
+                        )
+                    )  # fmt: skip
+                except (ValueError, TypeError) as err:  # what it was given cannot run
+                    log.warning("cannot launch replica %s: %s", replica.id, err)
+                    self._launch_failed(session, workload, replica, f"{err}", time.time())
+                    continue
+                except Exception:  # the backend is unreachable: the next pass tries again
+                    log.exception("launching replica %s failed; retrying", replica.id)
+                    continue
                 replica.state = observation.state.value
                 replica.pid = observation.pid
                 replica.port = observation.port
@@ -641,6 +665,13 @@ class Controller:
                 if observation.state.ended:
                     replica.exit_code = observation.exit_code
                     replica.finished_at = observation.finished_at or time.time()
+                    if observation.state is ReplicaState.FAILED and observation.reason:
+                        # refused at launch (e.g. the working directory is gone): trying again
+                        # would fail the same way, so the job fails once, saying why
+                        self._launch_failed(
+                            session, workload, replica, observation.reason, time.time()
+                        )
+                        continue
                 stats.launched += 1
                 if workload.phase == Phase.ADMITTED.value:
                     workload.phase = Phase.RUNNING.value
