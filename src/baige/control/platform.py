@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import select, text
+from sqlalchemy import Connection, select, text
 
 from baige.api.nodes import AcceleratorGroup, NodeSpec
 from baige.api.queues import QueueSpec
@@ -87,13 +87,43 @@ def already_running(db: Database, home: Path) -> Iterator[None]:
             yield
         return
     with db.engine.connect() as connection:
-        got = connection.execute(text("SELECT pg_try_advisory_lock(704236)")).scalar()
+        got = connection.execute(text(f"SELECT pg_try_advisory_lock({_LOCK_KEY})")).scalar()
         if not got:
-            raise AlreadyRunning(f"another `baige up` uses {db.safe_url}")
+            raise AlreadyRunning(
+                f"another `baige up` ({_lock_holder(connection)}) uses {db.safe_url}"
+            )
+        # the holder names itself on its session, where a second `baige up` can read it
+        connection.execute(
+            text("SELECT set_config('application_name', :name, false)"),
+            {"name": f"baige up pid {os.getpid()} on {socket.gethostname()}"[:63]},
+        )
+        connection.commit()
         try:
             yield
         finally:
-            connection.execute(text("SELECT pg_advisory_unlock(704236)"))
+            connection.execute(text(f"SELECT pg_advisory_unlock({_LOCK_KEY})"))
+
+
+_LOCK_KEY = 704236  # the advisory lock a `baige up` holds on its PostgreSQL database
+
+
+def _lock_holder(connection: Connection) -> str:
+    """Who holds the lock, as its session named itself ("baige up pid N on HOST"), with the
+    client address PostgreSQL saw; "holder unknown" when this role may not see it."""
+    row = connection.execute(
+        text(
+            "SELECT a.application_name, a.client_addr, a.backend_start FROM pg_locks l "
+            "JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.objid = :key "
+            "AND a.datname = current_database() LIMIT 1"
+        ),
+        {"key": _LOCK_KEY},
+    ).first()
+    if row is None:
+        return "holder unknown"
+    name, address, since = row
+    where = f" from {address}" if address else ""
+    return f"{name or 'unnamed session'}{where}, since {since:%Y-%m-%d %H:%M:%S %Z}".strip()
 
 
 class Platform:
