@@ -26,7 +26,19 @@ from baige.hw.discovery import parse_fake
 from baige.server.app import create_app
 
 PG_ADMIN_URL = os.environ.get("BAIGE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-PG_TEST_DB = "baige_test"
+# one database per test process, so that test runs side by side never drop each other's schema
+PG_TEST_DB = f"baige_test_{os.getpid()}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_pg_test_db() -> Iterator[None]:
+    """Drop this process's PostgreSQL test database at the end, if it made one."""
+    yield
+    with contextlib.suppress(Exception):
+        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{PG_TEST_DB}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def _pg_url() -> str:

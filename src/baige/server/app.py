@@ -28,6 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field, ValidationError
 
 from baige import __version__
+from baige.api.common import Name
 from baige.api.nodes import NodeSpec
 from baige.api.queues import QueueSpec
 from baige.api.views import EventView, NodeView, OverviewView, QueueView, TokenView, WorkloadView
@@ -37,6 +38,7 @@ from baige.control.errors import ApiError, Forbidden, Invalid
 from baige.control.runtime_reports import RuntimeEventsRequest, accept_runtime_events
 from baige.control.service import ControlService
 from baige.server.bodies import read_spec
+from baige.server.guards import ControlCharacterGuard, DataError, refuse_unstorable
 from baige.server.metrics import make_registry
 from baige.store.db import Database
 
@@ -56,7 +58,7 @@ class ScaleRequest(BaseModel):
 
 
 class TokenRequest(BaseModel):
-    name: str = Field(min_length=1, max_length=128)
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")
     tenant: str | None = Field(
         default=None, min_length=1, max_length=63, pattern=r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$"
     )
@@ -68,7 +70,7 @@ class NodesRequest(BaseModel):
 
 
 class HeartbeatRequest(BaseModel):
-    nodes: list[str] = Field(min_length=1, max_length=10_000)
+    nodes: list[Name] = Field(min_length=1, max_length=10_000)
 
 
 class Health(BaseModel):
@@ -141,6 +143,8 @@ def create_app(
         return JSONResponse({"error": message, "problems": problems}, status_code=400)
 
     app.state.db = db
+    app.add_middleware(ControlCharacterGuard)  # before routing, for every endpoint
+    app.add_exception_handler(DataError, refuse_unstorable)
     registry, latency = make_registry(service, pass_seconds)
 
     @app.middleware("http")
