@@ -10,7 +10,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -26,19 +26,21 @@ from fastapi.responses import (
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field, ValidationError
+from starlette.background import BackgroundTask
 
 from baige import __version__
 from baige.api.common import Name
 from baige.api.nodes import NodeSpec
 from baige.api.queues import QueueSpec
 from baige.api.views import EventView, NodeView, OverviewView, QueueView, TokenView, WorkloadView
-from baige.api.workloads import InferenceServiceSpec, Phase, TrainingJobSpec
+from baige.api.workloads import InferenceServiceSpec, TrainingJobSpec
 from baige.control.auth import Principal, authenticate, create_token
 from baige.control.errors import ApiError, Forbidden, Invalid
 from baige.control.runtime_reports import RuntimeEventsRequest, accept_runtime_events
 from baige.control.service import ControlService
 from baige.server.bodies import read_spec
 from baige.server.guards import ControlCharacterGuard, DataError, refuse_unstorable
+from baige.server.log_stream import FollowLimit, followed, stream_logs
 from baige.server.metrics import make_registry
 from baige.store.db import Database
 
@@ -116,6 +118,7 @@ def create_app(
     # Set when the server stops: a followed log stream runs in a worker thread that the
     # server's shutdown cannot cancel, and the process would wait for it at exit.
     stopping = threading.Event()
+    follow_limit = FollowLimit()
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -310,13 +313,19 @@ def create_app(
             follow: bool = False,
             tail: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
         ) -> StreamingResponse:
-            """The replicas' output; ``follow`` streams until the workload ends."""
+            """The replicas' output; ``follow`` streams until the workload ends (at most
+            16 followed streams per token at once)."""
             service.get(who, workload_id, kind)
+            stream = stream_logs(
+                service, who, workload_id, replica, follow, tail, follow_poll_s, stopping
+            )
+            if not follow:
+                return StreamingResponse(stream, media_type="text/plain; charset=utf-8")
+            release = follow_limit.acquire(who)
             return StreamingResponse(
-                _stream_logs(
-                    service, who, workload_id, replica, follow, tail, follow_poll_s, stopping
-                ),
+                followed(release, stream),
                 media_type="text/plain; charset=utf-8",
+                background=BackgroundTask(release),  # in case the stream never started
             )
 
     workload_routes("jobs", "TrainingJob", TrainingJobSpec, "jobs")
@@ -373,59 +382,3 @@ def create_app(
 
     app.include_router(v1)
     return app
-
-
-def _read_from(path: Path, offset: int) -> tuple[bytes, int]:
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(offset)
-            data = handle.read()
-    except OSError:
-        return b"", offset
-    return data, offset + len(data)
-
-
-def _tail(data: bytes, lines: int | None) -> bytes:
-    if lines is None:
-        return data
-    parts = data.splitlines(keepends=True)
-    return b"".join(parts[-lines:])
-
-
-def _stream_logs(
-    service: ControlService,
-    who: Principal,
-    workload_id: str,
-    replica: int | None,
-    follow: bool,
-    tail: int | None,
-    poll_s: float,
-    stopping: threading.Event,
-) -> Iterator[bytes]:
-    offsets: dict[str, int] = {}
-    many = False
-    while True:
-        files = service.log_files(who, workload_id, replica)
-        many = many or len(files) > 1
-        for replica_id, path in files:
-            first = replica_id not in offsets
-            data, offsets[replica_id] = _read_from(path, offsets.get(replica_id, 0))
-            if not data:
-                continue
-            if first:
-                data = _tail(data, tail)
-            if many:
-                label = f"[{replica_id}] ".encode()
-                data = b"".join(label + line for line in data.splitlines(keepends=True))
-            yield data
-        if not follow:
-            return
-        view = service.get(who, workload_id)
-        if Phase(view.phase).terminal:
-            for replica_id, path in service.log_files(who, workload_id, replica):
-                data, offsets[replica_id] = _read_from(path, offsets.get(replica_id, 0))
-                if data:
-                    yield data
-            return
-        if stopping.wait(poll_s):
-            return
