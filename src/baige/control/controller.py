@@ -89,8 +89,10 @@ class Controller:
         interval: float = 1.0,
         sample_interval: float = 30.0,
         api_url: str | None = None,
+        max_launches_per_pass: int = 256,
     ) -> None:
         self.db = db
+        self.max_launches_per_pass = max_launches_per_pass
         self.api_url = api_url
         self.backend = backend
         self.profile = profile
@@ -606,6 +608,26 @@ class Controller:
 
     # -- carrying out --------------------------------------------------------------------
 
+    def _fair_share_of_launches(self, pending: list[ReplicaRow]) -> list[ReplicaRow]:
+        """At most ``max_launches_per_pass`` replicas, taken round-robin across workloads.
+
+        One service of 30,000 hundredth-of-a-card replicas would otherwise make one pass fork
+        30,000 processes, holding the loop (and every other workload's launch) for minutes;
+        the rest start on the following passes, which come at once."""
+        if len(pending) <= self.max_launches_per_pass:
+            return pending
+        by_workload: dict[str, list[ReplicaRow]] = defaultdict(list)
+        for replica in sorted(pending, key=lambda r: (r.workload_id, r.index, r.id)):
+            by_workload[replica.workload_id].append(replica)
+        chosen: list[ReplicaRow] = []
+        queues = list(by_workload.values())
+        while len(chosen) < self.max_launches_per_pass:
+            for queue in queues:
+                if queue and len(chosen) < self.max_launches_per_pass:
+                    chosen.append(queue.pop(0))
+        self._wake.set()  # more to launch: pass again without waiting for the interval
+        return chosen
+
     def _reconcile(self, stats: PassStats) -> None:
         """Launch what should run and is not launched; stop what should not run."""
         with self.db.session() as session:
@@ -627,6 +649,7 @@ class Controller:
                     )
                 )
             )
+            to_launch = self._fair_share_of_launches(to_launch)
             sizes: dict[str, int] = defaultdict(int)
             workloads: dict[str, WorkloadRow] = {}
             for replica in to_launch:
