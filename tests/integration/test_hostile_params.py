@@ -52,3 +52,19 @@ def test_a_nul_in_a_json_body_is_a_4xx(running, path: str, body: dict) -> None:
     )
     assert 400 <= response.status_code < 500, response.text
     assert "error" in response.json()
+
+
+def test_an_oversized_body_is_refused_before_any_handler_reads_it(running) -> None:
+    token = (running.platform.options.home / "admin-token").read_text().strip()
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+    def chunks():  # no Content-Length: the server must count as it reads
+        for _ in range(40):
+            yield b" " * (1 << 20)
+
+    for body in (b" " * (33 << 20), chunks()):
+        response = httpx.post(f"{running.url}/v1/nodes/heartbeat", content=body, headers=headers)
+        assert response.status_code == 413, response.text
+        assert "body" in response.json()["error"]
+    ok = httpx.post(f"{running.url}/v1/nodes/heartbeat", json={"nodes": ["nope"]}, headers=headers)
+    assert ok.status_code < 500

@@ -39,7 +39,7 @@ from baige.control.errors import ApiError, Forbidden, Invalid
 from baige.control.runtime_reports import RuntimeEventsRequest, accept_runtime_events
 from baige.control.service import ControlService
 from baige.server.bodies import read_spec
-from baige.server.guards import ControlCharacterGuard, DataError, refuse_unstorable
+from baige.server.guards import DataError, RequestLimits, refuse_unstorable
 from baige.server.log_stream import FollowLimit, followed, stream_logs
 from baige.server.metrics import make_registry
 from baige.store.db import Database
@@ -146,7 +146,7 @@ def create_app(
         return JSONResponse({"error": message, "problems": problems}, status_code=400)
 
     app.state.db = db
-    app.add_middleware(ControlCharacterGuard)  # before routing, for every endpoint
+    app.add_middleware(RequestLimits)  # before routing, for every endpoint
     app.add_exception_handler(DataError, refuse_unstorable)
     registry, latency = make_registry(service, pass_seconds)
 
