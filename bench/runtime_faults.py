@@ -34,6 +34,7 @@ import contextlib
 import itertools
 import json
 import os
+import platform
 import re
 import signal
 import statistics
@@ -252,6 +253,32 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
         )
 
 
+def restart_model(result: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """The simulator's restart model (``training.restart.measured`` in a scenario) from
+    ``baige run``'s measured crash recoveries: median detection, and median time from
+    detection to training again, charged as initialization (it holds the process start, the
+    rendezvous and the restore). A hang's detection is its timeout, a setting rather than a
+    cost of the machinery, so only kills count."""
+    kills = [f for f in result["faults"] if str(f["fault"]).startswith("kill")
+             and f.get("detect_s") is not None and f.get("resume_s") is not None]  # fmt: skip
+    if not kills:
+        raise SystemExit("no kill was detected and recovered: no restart model to write")
+    detect = statistics.median(f["detect_s"] for f in kills)
+    again = statistics.median(f["resume_s"] - f["detect_s"] for f in kills)
+    return {
+        "detection": round(detect, 3),
+        "rescheduling": 0.0,
+        "initialization": round(max(0.0, again), 3),
+        "checkpoint_load": 0.0,
+        "faults": len(kills),
+        "source": (
+            f"bench/runtime_faults.py on {platform.node()} {time.strftime('%Y-%m-%d')}: "
+            f"{args.nproc} ranks (gloo, CPU), a killed rank restarted in place and restored "
+            "from its flash checkpoint in shared memory (no reschedule, no node loss)"
+        ),
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--duration", type=float, default=600.0, help="seconds per launcher")
@@ -264,6 +291,11 @@ def main() -> None:
     p.add_argument("--layers", type=int, default=3)
     p.add_argument("--skip-torchrun", action="store_true")
     p.add_argument("--out", default="", help="write the results as JSON here")
+    p.add_argument(
+        "--restart-model",
+        default="",
+        help="write baige run's measured restart costs here, as a simulator restart model",
+    )
     p.add_argument("--keep", action="store_true", help="keep the run directories")
     args = p.parse_args()
     faults = schedule(args.duration, args.fault_every, args.nproc, args.slow_factor)
@@ -275,6 +307,10 @@ def main() -> None:
     report(results, args)
     if args.out:
         Path(args.out).write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
+    if args.restart_model:
+        model = restart_model(results[0], args)
+        Path(args.restart_model).write_text(json.dumps(model, indent=2) + "\n")
+        print(f"restart model: {model}")
     if not args.keep:
         import shutil  # noqa: PLC0415
 

@@ -8,10 +8,13 @@ anything else for anything a user wrote.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from baige.sched import Profile, ProfileError
 from baige.sim.build import build
@@ -22,7 +25,15 @@ from baige.sim.progress import Checkpointing
 from baige.sim.scenario import LoadedScenario, Mode, Passes
 from baige.sim.summary import summarize
 
-__all__ = ["RunOutput", "engine_config", "resolve_policy", "run_inflation_scenario", "run_scenario"]
+__all__ = [
+    "MeasuredRestart",
+    "RunOutput",
+    "engine_config",
+    "resolve_policy",
+    "restart_costs",
+    "run_inflation_scenario",
+    "run_scenario",
+]
 
 
 @dataclass(slots=True)
@@ -53,7 +64,6 @@ def resolve_policy(loaded: LoadedScenario, name: str | None = None) -> Profile:
 def engine_config(loaded: LoadedScenario, *, verify: bool = False) -> EngineConfig:
     scenario = loaded.scenario
     training = scenario.training
-    restart = training.restart
     faults = scenario.faults
     return EngineConfig(
         horizon=scenario.duration,
@@ -62,9 +72,7 @@ def engine_config(loaded: LoadedScenario, *, verify: bool = False) -> EngineConf
         every_interval=scenario.scheduler.passes is Passes.EVERY_INTERVAL,
         checkpointing=Checkpointing(training.checkpoint.interval, training.checkpoint.stall),
         checkpoint_on_preemption=training.checkpoint.on_preemption,
-        restart=RestartCosts(
-            restart.detection, restart.rescheduling, restart.initialization, restart.checkpoint_load
-        ),
+        restart=restart_costs(loaded),
         faults=FaultModel(
             faults.node_failures_per_1000_node_days,
             faults.repair,
@@ -75,6 +83,39 @@ def engine_config(loaded: LoadedScenario, *, verify: bool = False) -> EngineConf
         ),
         timeline_points=scenario.report.timeline_points,
         verify=verify,
+    )
+
+
+class MeasuredRestart(BaseModel):
+    """What ``bench/runtime_faults.py --restart-model`` writes: seconds from a fault to its
+    detection, and from detection to training again, split as the simulator charges it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    detection: float = Field(ge=0, le=86400)
+    rescheduling: float = Field(default=0.0, ge=0, le=86400)
+    initialization: float = Field(ge=0, le=86400)
+    checkpoint_load: float = Field(default=0.0, ge=0, le=86400)
+    source: str = ""
+
+
+def restart_costs(loaded: LoadedScenario) -> RestartCosts:
+    """The scenario's restart costs, or those of the measured model it names."""
+    restart = loaded.scenario.training.restart
+    if restart.measured is None:
+        return RestartCosts(
+            restart.detection, restart.rescheduling, restart.initialization, restart.checkpoint_load
+        )
+    where = ("training", "restart", "measured")
+    path = loaded.resolve(where, restart.measured)
+    try:
+        model = MeasuredRestart.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        first = str(err).splitlines()
+        reason = first[0] if len(first) < 3 else f"{first[1]}: {first[2].strip()}"
+        raise loaded.error(where, f"{restart.measured}: not a restart model ({reason})") from None
+    return RestartCosts(
+        model.detection, model.rescheduling, model.initialization, model.checkpoint_load
     )
 
 

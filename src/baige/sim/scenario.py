@@ -253,6 +253,9 @@ class RestartSpec(_Model):
     rescheduling: DurationSeconds = Field(default=30.0, ge=0)
     initialization: DurationSeconds = Field(default=120.0, ge=0)
     checkpoint_load: DurationSeconds = Field(default=60.0, ge=0)
+    # a restart model measured by ``bench/runtime_faults.py --restart-model FILE`` (JSON):
+    # the figures it holds replace the ones above (path relative to the scenario file)
+    measured: str | None = None
 
 
 class TrainingSpec(_Model):
