@@ -24,10 +24,12 @@ __all__ = [
     "AcceleratorRequest",
     "Autoscale",
     "CheckpointPolicy",
+    "EngineSpec",
     "InferenceServiceSpec",
     "Phase",
     "ReplicaPlacement",
     "Resources",
+    "Speculative",
     "TopologyLevel",
     "TopologyPolicy",
     "TrainingJobSpec",
@@ -190,6 +192,10 @@ class TrainingJobSpec(_WorkloadBase):
     def elastic(self) -> bool:
         return self.min_replicas is not None and self.min_replicas < self.replicas
 
+    @property
+    def launch_command(self) -> tuple[str, ...]:
+        return self.command
+
 
 class Autoscale(SpecModel):
     """Scale replicas with load: between ``min_replicas`` and ``max_replicas``."""
@@ -207,16 +213,79 @@ class Autoscale(SpecModel):
         return self
 
 
+class Speculative(SpecModel):
+    """Speculative decoding: a draft model proposes ``tokens`` tokens the served model checks."""
+
+    draft_model: str = Field(min_length=1, max_length=4096)
+    tokens: int = Field(default=5, ge=1, le=64)
+    method: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+
+
+class EngineSpec(SpecModel):
+    """Serve ``model`` with a known engine; Baige renders its serve command (see
+    ``baige.engines``): tensor parallelism from ``accelerators.count``, the memory fraction
+    from the card share unless given, the port Baige assigns."""
+
+    name: Literal["vllm", "sglang", "fake"]
+    model: str = Field(min_length=1, max_length=4096)
+    served_model_name: str | None = Field(default=None, max_length=256)
+    max_model_len: int | None = Field(default=None, ge=1, le=10_000_000)
+    memory_fraction: float | None = Field(default=None, gt=0, le=1)
+    speculative: Speculative | None = None
+    token_latency: float = Field(default=0.02, ge=0, le=10)  # the fake engine's pace
+    max_concurrency: int = Field(default=8, ge=1, le=100_000)  # the fake engine's slots
+    extra_args: tuple[str, ...] = Field(default=(), max_length=256)
+
+
 class InferenceServiceSpec(_WorkloadBase):
-    """Independent replicas serving requests; each may use a share of one card."""
+    """Independent replicas serving requests; each may use a share of one card. Give either
+    ``command`` or ``engine`` (which renders the command)."""
 
     kind: Literal["InferenceService"] = "InferenceService"
+    command: tuple[str, ...] = ()
+    engine: EngineSpec | None = None
     replicas: int = Field(default=1, ge=0, le=MAX_REPLICAS)
     priority: int = DEFAULT_INFERENCE_PRIORITY
     preemptible: bool = False
     latency_sensitive: bool = True
     port: int | None = Field(default=None, ge=1, le=65535)
     autoscale: Autoscale | None = None
+
+    @model_validator(mode="after")
+    def _command_or_engine(self) -> InferenceServiceSpec:
+        if (self.engine is None) == (not self.command):
+            raise ValueError(
+                "give a command (a list of arguments) or an engine section, not both"
+                if self.command
+                else "give a command (a list of arguments) or an engine section"
+            )
+        return self
+
+    @property
+    def launch_command(self) -> tuple[str, ...]:
+        """The command a replica runs: ``command``, or the engine's rendered serve command
+        (rendered when launched, so it names the interpreter of the Baige that runs it)."""
+        if self.engine is None:
+            return self.command
+        from baige.engines.render import render_command  # noqa: PLC0415
+
+        engine = self.engine
+        speculative = engine.speculative
+        return render_command(
+            engine.name,
+            model=engine.model,
+            cards=self.accelerators.count,
+            share=self.accelerators.milli / 1000,
+            served_model_name=engine.served_model_name,
+            max_model_len=engine.max_model_len,
+            memory_fraction=engine.memory_fraction,
+            draft_model=speculative.draft_model if speculative else None,
+            speculative_tokens=speculative.tokens if speculative else None,
+            speculative_method=speculative.method if speculative else None,
+            token_latency=engine.token_latency,
+            max_concurrency=engine.max_concurrency,
+            extra_args=engine.extra_args,
+        )
 
 
 WorkloadSpec = Annotated[TrainingJobSpec | InferenceServiceSpec, Field(discriminator="kind")]

@@ -214,7 +214,7 @@ def launch_record(
         id=replica.id,
         workload_id=workload.id,
         node=replica.node,
-        command=tuple(spec.command),
+        command=tuple(spec.launch_command),
         env=env,
         working_dir=spec.working_dir,
         want_port=isinstance(spec, InferenceServiceSpec),
