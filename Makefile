@@ -19,8 +19,11 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $@ $(VENV)/.installed-base
 
+# `make run PORT=9000 HOME_DIR=/tmp/baige-dev` picks the port and the data directory (default
+# 8080 and ~/.baige). Only values given on make's command line count, not the environment's.
+run_flag = $(if $(filter command line,$(origin $(1))),$(2) $($(1)))
 run: $(VENV)/.installed-base
-	$(BIN)/baige up --fake-nodes 2
+	$(BIN)/baige up --fake-nodes 2 $(call run_flag,PORT,--port) $(call run_flag,HOME_DIR,--home)
 
 test: lint typecheck unit
 

@@ -40,9 +40,12 @@ def test_many_followers_leave_the_api_responsive(make_platform, sqlite_url: str)
     received = [0] * 48
 
     def follow(slot: int, token: str) -> None:
-        with httpx.Client(timeout=None) as http, http.stream(
-            "GET", f"{running.url}/v1/jobs/{job['id']}/logs?follow=true", headers=headers(token)
-        ) as response:
+        with (
+            httpx.Client(timeout=None) as http,
+            http.stream(
+                "GET", f"{running.url}/v1/jobs/{job['id']}/logs?follow=true", headers=headers(token)
+            ) as response,
+        ):
             for chunk in response.iter_bytes():
                 received[slot] += len(chunk)
                 if stop.is_set():

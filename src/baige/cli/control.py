@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+import shlex
 import signal
 import socket
 import sys
@@ -9,13 +12,21 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, NoReturn, TypeVar
 
 import typer
 
 from baige.api.loader import SpecError
 from baige.api.views import WorkloadView
-from baige.cli.output import console, err_console, print_json, print_table
+from baige.cli.output import (
+    console,
+    err_console,
+    fail,
+    print_json,
+    print_json_line,
+    print_table,
+    say,
+)
 from baige.client import DEFAULT_URL, BaigeClient, BaigeError
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -28,18 +39,42 @@ def _client() -> BaigeClient:
     return BaigeClient()
 
 
-def _fail(error: Exception) -> typer.Exit:
-    err_console.print(f"[red]error[/red] {error}", highlight=False, soft_wrap=True)
-    return typer.Exit(code=1)
+def _token_source() -> str:
+    """Where the CLI read its token from, as the BaigeClient looks for it."""
+    from baige.store.db import home_dir  # noqa: PLC0415
+
+    if os.environ.get("BAIGE_TOKEN"):
+        return "the BAIGE_TOKEN variable"
+    path = home_dir() / "admin-token"
+    if path.is_file():
+        return str(path)
+    return f"nowhere (BAIGE_TOKEN is unset and there is no {path})"
 
 
-def _ask(call: Callable[[BaigeClient], T]) -> T:
+def _fail(error: Exception, json_output: bool = False) -> NoReturn:
+    """End with an API, spec or input error, in the one shape ``baige.cli.output`` defines."""
+    if isinstance(error, BaigeError):
+        message, detail = error.message, str(error)
+        if error.status == 401:
+            hint = (
+                f" (the token was read from {_token_source()}). Set BAIGE_TOKEN to a valid "
+                "token: `baige up` saves its admin token in ~/.baige/admin-token, or in "
+                "DIR/admin-token with --home DIR (export BAIGE_TOKEN=$(cat DIR/admin-token))"
+            )
+            message, detail = message + hint, detail.replace(error.message, message + hint, 1)
+        fail(message, json_output, status=error.status, problems=error.problems, detail=detail)
+    if isinstance(error, SpecError):
+        fail(str(error), json_output, problems=error.as_dicts())
+    fail(str(error), json_output)
+
+
+def _ask(call: Callable[[BaigeClient], T], json_output: bool = False) -> T:
     """One exchange with the control plane; an API error exits with its message."""
     try:
         with _client() as client:
             return call(client)
     except BaigeError as err:
-        raise _fail(err) from None
+        _fail(err, json_output)
 
 
 def _age(ts: float | None) -> str:
@@ -107,19 +142,18 @@ def submit(
             try:
                 results += client.submit_file(path, idempotency_key=idempotency_key)
             except (SpecError, BaigeError) as err:
-                raise _fail(err) from None
+                _fail(err, json_output)
     if json_output:
         print_json([r.model_dump() for r in results])
         return
     for result in results:
         if isinstance(result, WorkloadView):
-            console.print(
-                f"{result.kind} [bold]{result.id}[/bold] ({result.name}) submitted to "
-                f"queue {result.queue}: {result.phase}",
-                highlight=False,
+            say(
+                f"{result.kind} {result.id} ({result.name}) submitted to "
+                f"queue {result.queue}: {result.phase}"
             )
         else:
-            console.print(f"{type(result).__name__.removesuffix('View')} {result.name} applied")
+            say(f"{type(result).__name__.removesuffix('View')} {result.name} applied")
 
 
 def jobs(
@@ -129,7 +163,7 @@ def jobs(
     json_output: JsonOption = False,
 ) -> None:
     """List training jobs, newest first."""
-    views = _ask(lambda c: c.jobs(queue=queue, phase=phase, limit=limit))
+    views = _ask(lambda c: c.jobs(queue=queue, phase=phase, limit=limit), json_output)
     if json_output:
         print_json([v.model_dump() for v in views])
     else:
@@ -141,7 +175,7 @@ def services(
     json_output: JsonOption = False,
 ) -> None:
     """List inference services and their endpoints."""
-    views = _ask(lambda c: [c.job(v.id) for v in c.services(queue=queue)])
+    views = _ask(lambda c: [c.job(v.id) for v in c.services(queue=queue)], json_output)
     if json_output:
         print_json([v.model_dump() for v in views])
         return
@@ -155,7 +189,7 @@ def services(
                 v.queue,
                 v.phase,
                 _cards(v),
-                " ".join(
+                "\n".join(
                     f"127.0.0.1:{r.port}"
                     for r in v.running_replicas
                     if r.port and r.state == "running"
@@ -172,21 +206,17 @@ def job(
     json_output: JsonOption = False,
 ) -> None:
     """One job or service: its state, why, its replicas and its events."""
-    view, events = _ask(lambda c: (c.job(workload_id), c.events(workload_id)))
+    view, events = _ask(lambda c: (c.job(workload_id), c.events(workload_id)), json_output)
     if json_output:
         print_json({**view.model_dump(), "events": [e.model_dump() for e in events]})
         return
-    console.print(
-        f"[bold]{view.id}[/bold] {view.kind} {view.name} in queue {view.queue}", highlight=False
-    )
-    console.print(
-        f"phase: {view.phase} ({view.reason_code}) {view.reason}", highlight=False, soft_wrap=True
-    )
+    say(f"{view.id} {view.kind} {view.name} in queue {view.queue}")
+    say(f"phase: {view.phase} ({view.reason_code}) {view.reason}")
     if view.exit_code is not None:
-        console.print(f"exit code: {view.exit_code}")
-    console.print(f"restarts: {view.restarts}")
+        say(f"exit code: {view.exit_code}")
+    say(f"restarts: {view.restarts}")
     if view.runtime is not None:
-        console.print(_runtime_line(view), highlight=False, soft_wrap=True)
+        say(_runtime_line(view))
     if view.running_replicas:
         print_table(
             "Replicas",
@@ -218,37 +248,124 @@ def logs(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream until it ends.")] = False,
     replica: Annotated[int | None, typer.Option(help="Only this replica.")] = None,
     tail: Annotated[int | None, typer.Option(help="Only the last N lines.")] = None,
+    json_output: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help='One JSON object per line: {"replica": "r0" or null, "line": TEXT} '
+            "(replica is null when the workload has one replica).",
+        ),
+    ] = False,
 ) -> None:
-    """Print a job's or service's output (all replicas, labelled)."""
+    """Print a job's or service's output (all replicas, labelled [REPLICA-ID])."""
+    lines = _LogLines()
     try:
         with _client() as client:
             for chunk in client.logs(workload_id, follow=follow, replica=replica, tail=tail):
-                sys.stdout.buffer.write(chunk)
-                sys.stdout.buffer.flush()
+                if json_output:
+                    for record in lines.feed(chunk):
+                        print_json_line(record)
+                else:
+                    sys.stdout.buffer.write(chunk)
+                    sys.stdout.buffer.flush()
+            if json_output:
+                for record in lines.flush():
+                    print_json_line(record)
     except BaigeError as err:
-        raise _fail(err) from None
+        _fail(err, json_output)
     except KeyboardInterrupt:
         raise typer.Exit(code=130) from None
 
 
-def cancel(workload_id: Annotated[str, typer.Argument(help="A job or service id.")]) -> None:
-    """Stop a job or service."""
-    view = _ask(lambda c: c.cancel(workload_id))
-    console.print(f"{view.id}: {view.phase} ({view.reason or 'cancel requested'})", highlight=False)
+class _LogLines:
+    """Splits the log stream into ``{"replica", "line"}`` records for ``logs --json``.
+
+    The server labels each line ``[rN] `` (N: the replica's index) when the workload has
+    several replicas; with one, ``replica`` is null."""
+
+    LABEL = re.compile(r"\[(r\d+)\] (.*)", re.DOTALL)
+
+    def __init__(self) -> None:
+        self.partial = b""
+
+    def _record(self, raw: bytes) -> dict[str, str | None]:
+        text = raw.decode("utf-8", errors="replace").rstrip("\r")
+        if match := self.LABEL.fullmatch(text):
+            return {"replica": match[1], "line": match[2]}
+        return {"replica": None, "line": text}
+
+    def feed(self, chunk: bytes) -> list[dict[str, str | None]]:
+        *complete, self.partial = (self.partial + chunk).split(b"\n")
+        return [self._record(raw) for raw in complete]
+
+    def flush(self) -> list[dict[str, str | None]]:
+        rest, self.partial = self.partial, b""
+        return [self._record(rest)] if rest else []
+
+
+def _running(view: WorkloadView) -> int:
+    return sum(r.state == "running" for r in view.running_replicas)
+
+
+def cancel(
+    workload_id: Annotated[str, typer.Argument(help="A job or service id.")],
+    wait: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Seconds to wait until it has stopped (0: return once the cancel is recorded).",
+        ),
+    ] = 30.0,
+    json_output: JsonOption = False,
+) -> None:
+    """Stop a job or service; waits (up to --wait seconds) until its replicas have stopped."""
+    view = _ask(lambda c: c.cancel(workload_id), json_output)
+    if wait > 0 and not _terminal(view.phase):
+        deadline = time.monotonic() + wait
+        with _client() as client:
+            while not _terminal(view.phase) and time.monotonic() < deadline:
+                time.sleep(0.25)
+                try:
+                    view = client.job(workload_id)
+                except BaigeError as err:
+                    _fail(err, json_output)
+    if json_output:
+        print_json(view.model_dump())
+    elif _terminal(view.phase):
+        why = f" ({view.reason})" if view.reason and view.reason != view.phase else ""
+        say(f"{view.id}: {view.phase}{why}")
+    else:
+        say(
+            f"{view.id}: cancel requested; still {view.phase} while "
+            f"{_running(view)} replica(s) stop (`baige job {view.id}` to follow)"
+        )
+
+
+def _terminal(phase: str) -> bool:
+    from baige.api.workloads import Phase  # noqa: PLC0415
+
+    return Phase(phase).terminal
 
 
 def scale(
     workload_id: Annotated[str, typer.Argument(help="A service id.")],
     replicas: Annotated[int, typer.Argument(min=0, help="Replicas wanted.")],
+    json_output: JsonOption = False,
 ) -> None:
-    """Change how many replicas a service runs."""
-    view = _ask(lambda c: c.scale(workload_id, replicas))
-    console.print(f"{view.id}: {view.replicas} replicas wanted ({view.phase})", highlight=False)
+    """Change how many replicas a service runs (the controller starts or stops them)."""
+    view = _ask(lambda c: c.scale(workload_id, replicas), json_output)
+    if json_output:
+        print_json(view.model_dump())
+        return
+    say(
+        f"{view.id}: scaled to {view.replicas} replica(s); {_running(view)} running now "
+        f"({view.phase}; the controller starts or stops the rest within seconds)"
+    )
 
 
 def queues(json_output: JsonOption = False) -> None:
     """The queue tree: guaranteed, limit and used cards per accelerator type."""
-    views = _ask(lambda c: c.queues())
+    views = _ask(lambda c: c.queues(), json_output)
     if json_output:
         print_json([v.model_dump() for v in views])
         return
@@ -279,7 +396,7 @@ def queues(json_output: JsonOption = False) -> None:
 
 def nodes(json_output: JsonOption = False) -> None:
     """Nodes, their health and what is allocated on them."""
-    views = _ask(lambda c: c.nodes())
+    views = _ask(lambda c: c.nodes(), json_output)
     if json_output:
         print_json([v.model_dump() for v in views])
         return
@@ -297,38 +414,55 @@ def nodes(json_output: JsonOption = False) -> None:
             )
             for v in views
         ),
+        keep_whole={"NAME"},
     )
 
 
-def cordon(name: Annotated[str, typer.Argument(help="A node name.")]) -> None:
+def cordon(
+    name: Annotated[str, typer.Argument(help="A node name.")], json_output: JsonOption = False
+) -> None:
     """Place no new work on a node (what runs there keeps running)."""
-    _set_cordon(name, True)
+    _set_cordon(name, True, json_output)
 
 
-def uncordon(name: Annotated[str, typer.Argument(help="A node name.")]) -> None:
+def uncordon(
+    name: Annotated[str, typer.Argument(help="A node name.")], json_output: JsonOption = False
+) -> None:
     """Let the scheduler use a cordoned node again."""
-    _set_cordon(name, False)
+    _set_cordon(name, False, json_output)
 
 
-def drain(name: Annotated[str, typer.Argument(help="A node name.")]) -> None:
+def drain(
+    name: Annotated[str, typer.Argument(help="A node name.")], json_output: JsonOption = False
+) -> None:
     """Cordon a node and move its work elsewhere (training restarts from its checkpoint)."""
-    view = _ask(lambda c: c.drain(name))
-    console.print(f"node {view.name}: draining; its work is rescheduled (uncordon to undo)")
+    view = _ask(lambda c: c.drain(name), json_output)
+    if json_output:
+        print_json(view.model_dump())
+        return
+    say(f"node {view.name}: draining; its work is rescheduled (uncordon to undo)")
 
 
-def _set_cordon(name: str, value: bool) -> None:
-    view = _ask(lambda c: c.cordon(name, value))
-    console.print(f"node {view.name}: {view.health}")
+def _set_cordon(name: str, value: bool, json_output: bool) -> None:
+    view = _ask(lambda c: c.cordon(name, value), json_output)
+    if json_output:
+        print_json(view.model_dump())
+        return
+    say(f"node {view.name}: {view.health}")
 
 
 def token(
     name: Annotated[str, typer.Argument(help="Who the token is for.")],
     tenant: Annotated[str | None, typer.Option(help="The tenant it acts for.")] = None,
     admin: Annotated[bool, typer.Option(help="An admin token (sees everything).")] = False,
+    json_output: JsonOption = False,
 ) -> None:
     """Make an API token (admin only); it is printed once."""
-    view = _ask(lambda c: c.create_token(name, tenant, admin))
-    console.print(view.token, highlight=False)
+    view = _ask(lambda c: c.create_token(name, tenant, admin), json_output)
+    if json_output:
+        print_json(view.model_dump())
+        return
+    say(view.token)
 
 
 def _connect_host(host: str) -> str:
@@ -429,22 +563,18 @@ def up(
                 else f"{', '.join(platform.node_names)} "
                 f"({accelerators.count}× {accelerators.type}{fake} each)"
             )
-            console.print(
-                f"database: {platform.db.safe_url}; nodes: {nodes}",
-                highlight=False,
-                soft_wrap=True,
-            )
+            say(f"database: {platform.db.safe_url}; nodes: {nodes}")
             token_file = data / "admin-token"
             if platform.admin_token:
-                console.print(
-                    f"admin token (shown once, saved to {token_file}):\n  {platform.admin_token}",
-                    highlight=False,
-                    soft_wrap=True,
-                )
+                say(f"admin token (shown once, saved to {token_file}):\n  {platform.admin_token}")
             else:
-                console.print(f"admin token: in {token_file}", highlight=False)
-            if url != DEFAULT_URL:
-                console.print(f"point the CLI here with: export BAIGE_URL={url}", highlight=False)
+                say(f"admin token: in {token_file}")
+            if url != DEFAULT_URL or data != home_dir().expanduser():
+                say(
+                    "point the CLI here with: export "
+                    + (f"BAIGE_URL={url} " if url != DEFAULT_URL else "")
+                    + f"BAIGE_TOKEN=$(cat {shlex.quote(str(token_file))})"
+                )
             console.print(
                 "try: baige submit examples/train-cpu.yaml && baige jobs", highlight=False
             )

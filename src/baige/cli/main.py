@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -12,7 +12,10 @@ from baige.api import SpecError, load_spec_file
 from baige.cli import control, sim
 from baige.cli import plan as plan_cli
 from baige.cli import run as run_cli
-from baige.cli.output import console, err_console, print_json, print_table
+from baige.cli.output import print_json, print_table, say
+
+if TYPE_CHECKING:
+    from baige.hw.figures import Figure
 
 app = typer.Typer(
     name="baige",
@@ -43,16 +46,20 @@ for _command in (
     app.command()(_command)
 
 
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
 @app.command()
-def version() -> None:
+def version(json_output: JsonOption = False) -> None:
     """Print Baige's version."""
-    console.print(__version__)
+    if json_output:
+        print_json({"version": __version__})
+        return
+    say(__version__)
 
 
 @app.command()
-def catalog(
-    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-) -> None:
+def catalog(json_output: JsonOption = False) -> None:
     """List the accelerator types Baige knows, with their figures and sources."""
     from baige.hw.catalog import CATALOG  # noqa: PLC0415 - keeps `baige --help` fast
 
@@ -79,22 +86,37 @@ def catalog(
             }
         )
         return
+    # every figure carries a footnote number; the sources are listed under the table
+    sources: dict[str, int] = {}
+
+    def cited(figure: Figure, text: str | None = None) -> str:
+        shown = str(figure) if text is None else text
+        if not figure.source:
+            return shown
+        number = sources.setdefault(figure.source, len(sources) + 1)
+        return f"{shown} [{number}]"
+
+    rows = [
+        (
+            key,
+            chip.name,
+            cited(chip.bf16_dense_tflops),
+            cited(chip.memory_gb),
+            cited(chip.memory_bandwidth_tbs),
+            cited(chip.scale_up_gbs, f"{chip.scale_up_gbs} ({chip.scale_up_link})"),
+            chip.visibility_env,
+        )
+        for key, chip in CATALOG.items()
+    ]
     print_table(
         "Accelerators",
         ["type", "name", "BF16 dense", "memory", "bandwidth", "scale-up", "visibility variable"],
-        (
-            (
-                key,
-                chip.name,
-                str(chip.bf16_dense_tflops),
-                str(chip.memory_gb),
-                str(chip.memory_bandwidth_tbs),
-                f"{chip.scale_up_gbs} ({chip.scale_up_link})",
-                chip.visibility_env,
-            )
-            for key, chip in CATALOG.items()
-        ),
+        rows,
+        keep_whole={"type"},
     )
+    say("Sources:")
+    for source, number in sources.items():
+        say(f"[{number}] {source}")
 
 
 @app.command()
@@ -113,9 +135,7 @@ def validate(
             results.append({"file": str(path), "ok": False, "problems": err.as_dicts()})
             if not json_output:
                 for problem in err.problems:
-                    err_console.print(
-                        f"[red]error[/red] {problem}", highlight=False, soft_wrap=True
-                    )
+                    say(f"error {problem}", err=True)
             continue
         results.append(
             {
@@ -126,7 +146,7 @@ def validate(
         )
         if not json_output:
             names = ", ".join(f"{s.kind} {s.name}" for s in specs)
-            console.print(f"[green]ok[/green] {path}: {names}", highlight=False, soft_wrap=True)
+            say(f"ok {path}: {names}")
     if json_output:
         print_json(results)
     if failed:

@@ -3,7 +3,7 @@
 Bad input — an unknown chip or model, a field the catalog cannot fill, degrees that do not
 divide the heads, a model that fits nowhere — ends with a message naming the file, field or
 reason and exit code 2, never a traceback. ``--json`` prints the same facts for scripts
-(errors too, as ``{"error": …, "problems": […]}``).
+(errors too, as ``{"error": …, "status": null, "problems": […]}``, see ``baige.cli.output``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from baige.cli.output import console, err_console, print_json, print_table
+from baige.cli.output import fail, print_json, print_table, say
 
 __all__ = ["plan"]
 
@@ -29,12 +29,7 @@ class RecomputeChoice(StrEnum):
 def _fail(
     message: str, json_output: bool, problems: list[dict[str, object]] | None = None
 ) -> NoReturn:
-    if json_output:
-        print_json({"error": message, "problems": problems or []})
-    else:
-        for line in message.splitlines():
-            err_console.print(f"[red]error[/red] {line}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code=EXIT_BAD_INPUT)
+    fail(message, json_output, problems=problems, code=EXIT_BAD_INPUT)
 
 
 def plan(
@@ -105,15 +100,11 @@ def plan(
         print_json(report_dict(report))
         return
     kinds = ", ".join(f"{g.count:,} {g.chip}" for g in chips.groups)
-    console.print(
-        f"[bold]{spec.name}[/bold] ({spec.params / 1e9:.1f} B parameters) on "
-        f"[bold]{chips.name}[/bold] ({kinds}); global batch {batch:,} × {spec.seq_len:,} "
-        f"tokens; software {sw.name}",
-        highlight=False,
-        soft_wrap=True,
+    say(
+        f"{spec.name} ({spec.params / 1e9:.1f} B parameters) on {chips.name} ({kinds}); "
+        f"global batch {batch:,} × {spec.seq_len:,} tokens; software {sw.name}"
     )
     for table in tables(report):
         print_table(table.title, table.columns, table.rows)
     for line in notes(report):
-        style = "yellow" if line.startswith("assumption:") else "dim"
-        console.print(f"[{style}]{line}[/{style}]", highlight=False, soft_wrap=True)
+        say(line, style="yellow" if line.startswith("assumption:") else "dim")

@@ -3,7 +3,7 @@
 ``run`` and ``compare`` read scenario files (``examples/sim/``, ``docs/sim.md``); ``demo``
 needs none. Bad input — a typo in a scenario, a missing trace file, a malformed CSV row, an
 unknown policy — ends with a message naming the file, line and field and exit code 2, never
-a traceback; ``--json`` prints ``{"error": …, "problems": […]}`` instead.
+a traceback; ``--json`` prints ``{"error": …, "status": null, "problems": […]}`` instead.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from baige.api.loader import SpecError
-from baige.cli.output import console, err_console, print_json, print_table
+from baige.cli.output import console, fail, print_json, print_table, say
 from baige.sched import ProfileError
 
 app = typer.Typer(help="Simulate a cluster on a simulated clock with the real scheduler.")
@@ -29,12 +30,7 @@ EXIT_BAD_INPUT = 2
 def _fail(
     message: str, json_output: bool, problems: list[dict[str, object]] | None = None
 ) -> NoReturn:
-    if json_output:
-        print_json({"error": message, "problems": problems or []})
-    else:
-        for line in message.splitlines():
-            err_console.print(f"[red]error[/red] {line}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code=EXIT_BAD_INPUT)
+    fail(message, json_output, problems=problems, code=EXIT_BAD_INPUT)
 
 
 @contextmanager
@@ -56,7 +52,7 @@ def _progress(label: str, quiet: bool, total: float) -> Iterator[Callable[[float
         yield lambda done, clock: None
         return
     with Progress(
-        TextColumn(f"[bold]{label}"),
+        TextColumn(f"[bold]{escape(label)}"),
         BarColumn(),
         TextColumn("{task.fields[clock]}"),
         TimeElapsedColumn(),
@@ -124,7 +120,7 @@ def _run_inflation(
         rows,
     )
     if out is not None:
-        console.print(f"wrote {', '.join(summary['outputs'])}", highlight=False, soft_wrap=True)
+        say(f"wrote {', '.join(summary['outputs'])}")
 
 
 @app.command()
@@ -154,7 +150,7 @@ def run(
         return
     _print_comparison([summary])
     if out is not None:
-        console.print(f"wrote {', '.join(summary['outputs'])}", highlight=False, soft_wrap=True)
+        say(f"wrote {', '.join(summary['outputs'])}")
 
 
 @app.command()
@@ -218,13 +214,19 @@ def demo(
     profile: Annotated[
         list[str] | None, typer.Option("--profile", "-p", help="Profiles to compare.")
     ] = None,
-    jobs: Annotated[int, typer.Option(min=1, help="Jobs arriving over the run.")] = 6000,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Workloads arriving over the run (about 2/3 training jobs, 1/3 services)."
+        ),
+    ] = 6000,
     hours: Annotated[float, typer.Option(min=0.1, help="Simulated hours.")] = 12.0,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same result).")] = 1,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Replay a synthetic day of training and inference on a 1,024-accelerator cluster
-    under each profile (default: Baige's own policy against the FIFO baseline)."""
+    """Replay --hours (default 12) of synthetic training and inference arrivals on a
+    1,024-accelerator cluster under each profile (default: Baige's own policy against the FIFO
+    baseline). Deterministic per --seed, except the wall time."""
     from baige.sim.demo import run_demo  # noqa: PLC0415
     from baige.sim.policies import get_policy  # noqa: PLC0415
 
@@ -247,8 +249,9 @@ def demo(
         return
     rows = [
         ("accelerators", *(s["accelerators"] for s in summaries)),
-        ("jobs submitted", *(s["jobs_submitted"] for s in summaries)),
-        ("jobs completed", *(s["jobs_completed"] for s in summaries)),
+        ("inference services", *(s["services"] for s in summaries)),
+        ("training jobs submitted", *(s["jobs_submitted"] for s in summaries)),
+        ("training jobs completed", *(s["jobs_completed"] for s in summaries)),
         ("allocation rate", *(f"{s['allocation_rate']:.1%}" for s in summaries)),
         ("utilization", *(f"{s['utilization']:.1%}" for s in summaries)),
         ("queue wait p50", *(f"{s['queue_wait_p50_s']:,.0f} s" for s in summaries)),
@@ -259,8 +262,15 @@ def demo(
         ("scheduler passes", *(s["scheduler_passes"] for s in summaries)),
         ("wall time", *(f"{s['wall_seconds']:.1f} s" for s in summaries)),
     ]
+    first = summaries[0]
     print_table(
-        f"{hours:g} simulated hours, {jobs} jobs, seed {seed}",
+        f"{hours:g} simulated hours, {jobs:,} arrivals ({first['jobs_submitted']:,} training "
+        f"jobs, {first['services']:,} services), seed {seed}",
         ["", *(s["profile"] for s in summaries)],
         rows,
     )
+
+
+from baige.cli.sim_sweep import sweep  # noqa: E402 - a command of its own module
+
+app.command()(sweep)

@@ -318,6 +318,8 @@ class ControlService:
                              f"node {name} {what.lower()} by {who.name}")  # fmt: skip
             if not cordoned:
                 row.draining = False
+                if row.health == "ready":  # "drained by …" no longer says why it is so
+                    row.reason = ""
         self.wake()
         return self.get_node(who, name)
 

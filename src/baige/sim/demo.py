@@ -1,4 +1,5 @@
-"""``baige sim demo``: a synthetic day on 1,024 accelerators of three types, no files needed.
+"""``baige sim demo``: synthetic arrivals (12 simulated hours by default) on 1,024
+accelerators of three types, no files needed.
 
 128 nodes of 8 (H100, A100 80 GB, Ascend 910B) in a zone/block/rack topology, two
 organisations of two teams plus a serving queue, and ``jobs`` arrivals from

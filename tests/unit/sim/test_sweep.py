@@ -101,9 +101,7 @@ def test_a_measured_restart_model_replaces_the_costs(tmp_path: Path) -> None:
     (tmp_path / "model.json").write_text(
         json.dumps({"detection": 0.4, "initialization": 2.1, "source": "bench", "extra": 1})
     )
-    text = BIG_JOBS.replace(
-        "checkpoint_load: 30s}", "checkpoint_load: 30s, measured: model.json}"
-    )
+    text = BIG_JOBS.replace("checkpoint_load: 30s}", "checkpoint_load: 30s, measured: model.json}")
     costs = restart_costs(loaded(text, tmp_path))
     assert (costs.detection, costs.rescheduling, costs.initialization) == (0.4, 0.0, 2.1)
     (tmp_path / "model.json").write_text('{"detection": -1}')
