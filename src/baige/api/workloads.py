@@ -198,11 +198,19 @@ class TrainingJobSpec(_WorkloadBase):
 
 
 class Autoscale(SpecModel):
-    """Scale replicas with load: between ``min_replicas`` and ``max_replicas``."""
+    """Scale replicas with the load the gateway measures (``/s/{service}/…``): between
+    ``min_replicas`` and ``max_replicas``, aiming at ``target_qps_per_replica`` requests per
+    second and, when given, ``target_in_flight_per_replica`` requests in flight (the larger
+    need wins). A rise is followed at once (or after ``scale_up_window``), a fall only once it
+    has lasted ``scale_down_window``, and never within ``cooldown`` of the last change."""
 
     min_replicas: int = Field(default=1, ge=0)
     max_replicas: int = Field(ge=1, le=MAX_REPLICAS)
     target_qps_per_replica: float = Field(default=10.0, gt=0)
+    target_in_flight_per_replica: float | None = Field(default=None, gt=0)
+    scale_up_window: DurationSeconds = Field(default=0.0, ge=0, le=86400)
+    scale_down_window: DurationSeconds = Field(default=300.0, ge=0, le=86400)
+    cooldown: DurationSeconds = Field(default=30.0, ge=0, le=86400)
 
     @model_validator(mode="after")
     def _range(self) -> Autoscale:

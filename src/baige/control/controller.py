@@ -15,12 +15,13 @@ import socket
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from baige.api.workloads import Phase, TrainingJobSpec
+from baige.api.workloads import InferenceServiceSpec, Phase, TrainingJobSpec
 from baige.backends.base import Backend, ReplicaObservation, ReplicaState
 from baige.control.service import record_event
 from baige.control.snapshot import (
@@ -43,6 +44,7 @@ from baige.sched import (
     apply_decisions,
     run_cycle,
 )
+from baige.sched.autoscale import AutoscalePolicy, AutoscaleState, LoadSample, recommend
 from baige.store.db import Database
 from baige.store.tables import NodeRow, ReplicaRow, SampleRow, WorkloadRow
 
@@ -90,8 +92,11 @@ class Controller:
         sample_interval: float = 30.0,
         api_url: str | None = None,
         max_launches_per_pass: int = 256,
+        load: Callable[[str], LoadSample | None] | None = None,
     ) -> None:
         self.db = db
+        self.load = load  # a service's measured load (the gateway's board), for autoscaling
+        self._autoscale_state: dict[str, AutoscaleState] = {}
         self.max_launches_per_pass = max_launches_per_pass
         self.api_url = api_url
         self.backend = backend
@@ -169,6 +174,8 @@ class Controller:
         lap("observe")
         self._finish_cancellations(now)
         lap("cancel")
+        self._autoscale(now)
+        lap("autoscale")
         self._schedule(now, stats)
         lap("schedule")
         self._reconcile(stats)
@@ -428,6 +435,53 @@ class Controller:
                 ).first()
                 if left is None:
                     self._end(session, workload, Phase.CANCELLED, None, "cancelled", now)
+
+    # -- autoscaling ---------------------------------------------------------------------
+
+    def _autoscale(self, now: float) -> None:
+        """Set each autoscaled service's wanted replicas from its measured load (the pure
+        :func:`baige.sched.autoscale.recommend`); the scheduling cycle then grows or shrinks
+        it like any resize, preempting or shrinking training when there is no free room."""
+        if self.load is None:
+            return
+        with self.db.session() as session:
+            services = session.scalars(
+                select(WorkloadRow).where(
+                    WorkloadRow.kind == "InferenceService",
+                    WorkloadRow.phase.in_(
+                        (Phase.PENDING.value, Phase.ADMITTED.value, Phase.RUNNING.value)
+                    ),
+                    WorkloadRow.cancel_requested.is_(False),
+                )
+            )
+            active: set[str] = set()
+            for row in services:
+                spec = parse_spec(row.kind, row.spec)
+                if not isinstance(spec, InferenceServiceSpec) or spec.autoscale is None:
+                    continue
+                active.add(row.id)
+                scale = spec.autoscale
+                policy = AutoscalePolicy(
+                    scale.min_replicas,
+                    scale.max_replicas,
+                    scale.target_qps_per_replica,
+                    scale.target_in_flight_per_replica,
+                    scale.scale_up_window,
+                    scale.scale_down_window,
+                    scale.cooldown,
+                )
+                state = self._autoscale_state.get(row.id, AutoscaleState())
+                result = recommend(policy, state, row.replicas, self.load(row.id), now)
+                self._autoscale_state[row.id] = result.state
+                if not result.changed:
+                    continue
+                data = dict(row.spec)
+                data["replicas"] = result.replicas
+                row.spec, row.replicas = data, result.replicas
+                record_event(session, "workload", row.id, "Autoscaled", "Load", result.reason,
+                             tenant=row.tenant, now=now)  # fmt: skip
+            for gone in set(self._autoscale_state) - active:
+                del self._autoscale_state[gone]
 
     # -- deciding ------------------------------------------------------------------------
 
