@@ -7,12 +7,21 @@
 
 Errors come back as :class:`BaigeError` carrying the server's message and, for invalid
 specs, the problems by field and line.
+
+A call that is safe to repeat is retried, with backoff, for up to ``retry_s`` seconds (30 by
+default) while the control plane answers 503 (its database is restarting or failing over) or
+cannot be reached after it has answered once (``baige up`` restarting): reads, cancel, cordon,
+uncordon, drain, scale, applying a queue or a node (each sets a state; twice is once), and
+submissions, which carry one ``Idempotency-Key`` per logical submission, reused on every
+retry, so a retry never makes a second job. Making a token is never retried. A server that
+never answered fails at once: most likely nothing listens there.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +37,7 @@ from baige.store.db import home_dir
 __all__ = ["DEFAULT_URL", "BaigeClient", "BaigeError"]
 
 DEFAULT_URL = "http://127.0.0.1:8080"
+_IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 
 
 class BaigeError(Exception):
@@ -67,11 +77,20 @@ def _default_token() -> str | None:
 class BaigeClient:
     """Talks to one Baige control plane."""
 
-    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 30.0):
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        timeout: float = 30.0,
+        *,
+        retry_s: float = 30.0,
+    ):
         self.url = (url or os.environ.get("BAIGE_URL") or DEFAULT_URL).rstrip("/")
         self.token = token if token is not None else _default_token()
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        self.retry_s = retry_s
+        self._reached = False  # the server has answered once: later silence is a restart
 
     def close(self) -> None:
         self.http.close()
@@ -84,14 +103,37 @@ class BaigeClient:
 
     # -- plumbing ------------------------------------------------------------------------
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = self.http.request(method, path, **kwargs)
-        except httpx.TransportError as err:
-            kind = err.__class__.__name__
-            raise BaigeError(
-                f"cannot reach Baige at {self.url} ({kind}); is `baige up` running?"
-            ) from None
+    def _request(
+        self, method: str, path: str, *, retry: bool | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        """One call; ``retry`` (default: for idempotent methods) repeats it with backoff
+        while the answer is 503 or the server, once reached, cannot be reached."""
+        if retry is None:
+            retry = method in _IDEMPOTENT
+        deadline = time.monotonic() + self.retry_s
+        pause = 0.2
+        while True:
+            wait: float | None = None
+            try:
+                response = self.http.request(method, path, **kwargs)
+            except httpx.TransportError as err:
+                # A refused connection never reached the server: safe to repeat for any call.
+                unsent = isinstance(err, httpx.ConnectError | httpx.ConnectTimeout)
+                if not (self._reached and (retry or unsent)) or time.monotonic() > deadline:
+                    self._reached = False  # gone for good: the next call fails at once
+                    kind = err.__class__.__name__
+                    raise BaigeError(
+                        f"cannot reach Baige at {self.url} ({kind}); is `baige up` running?"
+                    ) from None
+            else:
+                self._reached = True
+                if not (retry and response.status_code == 503):
+                    break
+                if time.monotonic() > deadline:
+                    break
+                wait = _retry_after(response)
+            time.sleep(min(max(wait or 0.0, pause), 5.0))  # the server's word, backed off
+            pause = min(pause * 2, 2.0)
         if response.status_code >= 400:
             try:
                 body = response.json()
@@ -118,16 +160,12 @@ class BaigeClient:
     ) -> WorkloadView:
         """Submit a job or a service. A retry with the same key never makes a duplicate."""
         path = "/v1/jobs" if isinstance(spec, TrainingJobSpec) else "/v1/services"
-        key = idempotency_key or secrets.token_hex(16)
+        key = idempotency_key or secrets.token_hex(16)  # one per submission, kept on retry
         body = spec.model_dump(mode="json")
-        for attempt in range(3):
-            try:
-                response = self._request("POST", path, json=body, headers={"Idempotency-Key": key})
-                return WorkloadView.model_validate(response.json())
-            except BaigeError as err:
-                if err.status is not None or attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+        response = self._request(
+            "POST", path, retry=True, json=body, headers={"Idempotency-Key": key}
+        )
+        return WorkloadView.model_validate(response.json())
 
     def submit_file(self, path: str | Path, *, idempotency_key: str | None = None) -> list[Any]:
         """Every spec in a YAML file, each sent where its kind belongs. Jobs and services
@@ -147,10 +185,12 @@ class BaigeClient:
                 spec = spec.model_copy(update={"working_dir": os.getcwd()})
             return self.submit(spec, idempotency_key=idempotency_key)
         if isinstance(spec, NodeSpec):
-            self._request("POST", "/v1/nodes", json={"nodes": [spec.model_dump(mode="json")]})
+            body = {"nodes": [spec.model_dump(mode="json")]}
+            self._request("POST", "/v1/nodes", retry=True, json=body)
             return self.node(spec.name)
         if spec.kind == "Queue":
-            response = self._request("POST", "/v1/queues", json=spec.model_dump(mode="json"))
+            body = spec.model_dump(mode="json")
+            response = self._request("POST", "/v1/queues", retry=True, json=body)
             return QueueView.model_validate(response.json())
         raise BaigeError(f"{spec.kind} objects are not submitted through the API")
 
@@ -167,12 +207,14 @@ class BaigeClient:
         return WorkloadView.model_validate(self._get(f"{self._path(workload_id)}/{workload_id}"))
 
     def cancel(self, workload_id: str) -> WorkloadView:
-        response = self._request("POST", f"{self._path(workload_id)}/{workload_id}/cancel")
+        response = self._request(
+            "POST", f"{self._path(workload_id)}/{workload_id}/cancel", retry=True
+        )
         return WorkloadView.model_validate(response.json())
 
     def scale(self, workload_id: str, replicas: int) -> WorkloadView:
         response = self._request(
-            "POST", f"/v1/services/{workload_id}/scale", json={"replicas": replicas}
+            "POST", f"/v1/services/{workload_id}/scale", retry=True, json={"replicas": replicas}
         )
         return WorkloadView.model_validate(response.json())
 
@@ -227,16 +269,33 @@ class BaigeClient:
 
     def cordon(self, name: str, cordoned: bool = True) -> NodeView:
         action = "cordon" if cordoned else "uncordon"
-        return NodeView.model_validate(self._request("POST", f"/v1/nodes/{name}/{action}").json())
+        response = self._request("POST", f"/v1/nodes/{name}/{action}", retry=True)
+        return NodeView.model_validate(response.json())
 
     def drain(self, name: str) -> NodeView:
         """Cordon ``name`` and move its work to other nodes."""
-        return NodeView.model_validate(self._request("POST", f"/v1/nodes/{name}/drain").json())
+        response = self._request("POST", f"/v1/nodes/{name}/drain", retry=True)
+        return NodeView.model_validate(response.json())
 
-    def create_token(self, name: str, tenant: str | None, admin: bool = False) -> TokenView:
-        body = {"name": name, "tenant": tenant, "admin": admin}
-        return TokenView.model_validate(self._request("POST", "/v1/tokens", json=body).json())
+    def create_token(
+        self, name: str, tenant: str | None, admin: bool = False, *, metrics: bool = False
+    ) -> TokenView:
+        """A token (shown once). ``metrics``: one that reads /metrics only, for Prometheus.
+        Never retried: a repeat would make a second token."""
+        body: dict[str, Any] = {"name": name, "tenant": tenant, "admin": admin}
+        if metrics:
+            body["metrics"] = True
+        response = self._request("POST", "/v1/tokens", retry=False, json=body)
+        return TokenView.model_validate(response.json())
 
     def healthz(self) -> dict[str, Any]:
         result: dict[str, Any] = self._request("GET", "/healthz").json()
         return result
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """The server's ``Retry-After`` in seconds (the delta form), if it sent one."""
+    try:
+        return max(0.0, float(response.headers["retry-after"]))
+    except (KeyError, ValueError):
+        return None

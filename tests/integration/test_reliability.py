@@ -113,6 +113,7 @@ def test_kill_9_during_submissions_keeps_every_accepted_job_once(server, tmp_pat
 
     def submit_all() -> None:
         client = server.client()
+        client.retry_s = 1.0  # the server starts again only after this thread ends
         for index, (spec, key) in enumerate(zip(specs, keys, strict=True)):
             with contextlib.suppress(BaigeError):  # the server died; the retry below settles it
                 accepted[index] = client.submit(spec, idempotency_key=key).id

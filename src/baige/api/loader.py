@@ -104,7 +104,7 @@ def parse_spec(data: object, source: str = "<spec>", node: yaml.Node | None = No
             [SpecProblem(source, line_of(node), "", "a spec must be a mapping with a 'kind' field")]
         )
     kind = data.get("kind")
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:  # a mapping is no kind (nor hashable)
         close = difflib.get_close_matches(str(kind), list(KINDS), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         message = "required field is missing" if kind is None else f"unknown kind {kind!r}{hint}"

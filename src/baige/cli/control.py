@@ -455,10 +455,13 @@ def token(
     name: Annotated[str, typer.Argument(help="Who the token is for.")],
     tenant: Annotated[str | None, typer.Option(help="The tenant it acts for.")] = None,
     admin: Annotated[bool, typer.Option(help="An admin token (sees everything).")] = False,
+    metrics: Annotated[
+        bool, typer.Option(help="A token that reads /metrics and nothing else (Prometheus).")
+    ] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Make an API token (admin only); it is printed once."""
-    view = _ask(lambda c: c.create_token(name, tenant, admin), json_output)
+    view = _ask(lambda c: c.create_token(name, tenant, admin, metrics=metrics), json_output)
     if json_output:
         print_json(view.model_dump())
         return

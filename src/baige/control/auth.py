@@ -3,6 +3,9 @@
 Only a token's SHA-256 is stored. The admin token is made on first start, written to a file
 only its owner can read, and printed once. A tenant's token sees and submits to its own
 queues only; asking for another tenant's object answers 404, so existence never leaks.
+A metrics token (``baige token prometheus --metrics``) reads ``/metrics`` and nothing else:
+what a Prometheus scrape config carries, so that the figures of every tenant are not open to
+anyone who can reach the port.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from baige.control.errors import Unauthorized
+from baige.control.errors import Forbidden, Unauthorized
 from baige.store.db import Database
 from baige.store.tables import TokenRow
 
@@ -27,11 +30,12 @@ TOKEN_PREFIX = "baige_"
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: an admin (sees everything) or a tenant."""
+    """Who is calling: an admin (sees everything), a tenant, or a metrics scraper."""
 
     name: str
     tenant: str | None
     admin: bool
+    metrics: bool = False
 
     def sees(self, tenant: str | None) -> bool:
         return self.admin or (tenant is not None and tenant == self.tenant)
@@ -41,7 +45,9 @@ def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_token(db: Database, name: str, tenant: str | None, *, admin: bool = False) -> str:
+def create_token(
+    db: Database, name: str, tenant: str | None, *, admin: bool = False, metrics: bool = False
+) -> str:
     """Make a token and return it; it cannot be shown again."""
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     with db.session() as session:
@@ -51,6 +57,7 @@ def create_token(db: Database, name: str, tenant: str | None, *, admin: bool = F
                 name=name,
                 tenant=tenant,
                 admin=admin,
+                metrics=metrics,
                 token_hash=_hash(token),
                 created_at=time.time(),
             )
@@ -62,8 +69,11 @@ _CACHE_S = 30.0
 _known: dict[tuple[int, str], tuple[Principal, float]] = {}
 
 
-def authenticate(db: Database, header: str | None) -> Principal:
+def authenticate(db: Database, header: str | None, *, for_metrics: bool = False) -> Principal:
     """The principal for an ``Authorization: Bearer ...`` header, or 401.
+
+    A metrics token is refused (403) everywhere but where ``for_metrics`` says the caller
+    serves ``/metrics``.
 
     A token found valid is remembered for 30 s, sparing the database one query per request
     (tokens are never revoked within that window: there is no revocation yet)."""
@@ -73,15 +83,18 @@ def authenticate(db: Database, header: str | None) -> Principal:
     key = (id(db), digest)
     known = _known.get(key)
     if known is not None and known[1] > time.monotonic():
-        return known[0]
-    with db.session() as session:
-        row = session.scalars(select(TokenRow).where(TokenRow.token_hash == digest)).first()
-    if row is None:
-        raise Unauthorized("invalid token")
-    principal = Principal(row.name, row.tenant, row.admin)
-    if len(_known) > 10_000:
-        _known.clear()
-    _known[key] = (principal, time.monotonic() + _CACHE_S)
+        principal = known[0]
+    else:
+        with db.session() as session:
+            row = session.scalars(select(TokenRow).where(TokenRow.token_hash == digest)).first()
+        if row is None:
+            raise Unauthorized("invalid token")
+        principal = Principal(row.name, row.tenant, row.admin, metrics=bool(row.metrics))
+        if len(_known) > 10_000:
+            _known.clear()
+        _known[key] = (principal, time.monotonic() + _CACHE_S)
+    if principal.metrics and not for_metrics:
+        raise Forbidden("a metrics token can read /metrics and nothing else")
     return principal
 
 

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-__all__ = ["ApiError", "Conflict", "Forbidden", "Invalid", "NotFound", "Unauthorized"]
+__all__ = [
+    "ApiError",
+    "Conflict",
+    "Forbidden",
+    "Invalid",
+    "NotFound",
+    "Unauthorized",
+    "Unavailable",
+]
 
 
 class ApiError(Exception):
@@ -40,3 +48,9 @@ class NotFound(ApiError):
 
 class Conflict(ApiError):
     status = 409
+
+
+class Unavailable(ApiError):
+    """Nothing the client did wrong: a dependency (the database) is away; retry later."""
+
+    status = 503

@@ -14,8 +14,10 @@ The agent in each replica posts its event log's lines (``baige.runtime.report``)
   scheduler stops placing work there until an operator looks.
 
 Replicas authenticate with a token made for their job at submission and handed to them in
-``BAIGE_TOKEN``: it can post this job's runtime events and nothing else. A user's own token
-works too, for the jobs it can see.
+``BAIGE_TOKEN``: it can post this job's runtime events and nothing else. No other token may
+post them, not a tenant's (its owner could forge the figures that ``/metrics`` and the
+console show), nor an admin's: a valid user token is answered 403, before the job is looked
+up, so the answer says nothing of which jobs exist.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from baige.control.auth import Principal, authenticate
-from baige.control.errors import NotFound, Unauthorized
+from baige.control.auth import authenticate
+from baige.control.errors import Forbidden, NotFound, Unauthorized
 from baige.control.runtime_figures import REPORT_TOKEN_PREFIX, fold_event, num
 from baige.control.service import record_event
 from baige.store.db import Database
@@ -59,17 +61,21 @@ class RuntimeEventsRequest(BaseModel):
     events: list[dict[str, Any]] = Field(min_length=1, max_length=_MAX_EVENTS)
 
 
-def _authorized(db: Database, row: WorkloadRow, header: str | None) -> None:
-    """The job's own report token, or a user token that may see the job (else 401/404)."""
+def _report_token(db: Database, header: str | None) -> str:
+    """The report token in ``header`` (without its prefix); any other token is refused:
+    401 when it is no valid token, 403 when it is a user's."""
     given = header[7:].strip() if header and header.lower().startswith("bearer ") else ""
     if given.startswith(REPORT_TOKEN_PREFIX):
-        given = given.removeprefix(REPORT_TOKEN_PREFIX)
-        if row.report_token and hmac.compare_digest(given, row.report_token):
-            return
+        return given.removeprefix(REPORT_TOKEN_PREFIX)
+    authenticate(db, header, for_metrics=True)  # 401 unless it is some valid token
+    raise Forbidden(
+        "only the job's own report token (BAIGE_TOKEN in its replicas) may post its runtime events"
+    )
+
+
+def _authorized(row: WorkloadRow, given: str) -> None:
+    if not (row.report_token and hmac.compare_digest(given, row.report_token)):
         raise Unauthorized("invalid report token for this job")
-    who: Principal = authenticate(db, header)
-    if not who.sees(row.tenant):
-        raise NotFound(f"{row.id!r} not found")
 
 
 def _message(name: str, event: Mapping[str, Any], node: str) -> str:
@@ -124,11 +130,12 @@ def accept_runtime_events(
 ) -> int:
     """Record a batch; returns how many events it held. Unknown event names are counted in
     ``events`` but otherwise ignored, so a newer agent can talk to an older control plane."""
+    given = _report_token(db, header)
     with db.session() as session:
         row = session.get(WorkloadRow, workload_id)
         if row is None or row.kind != "TrainingJob":
             raise NotFound(f"{workload_id!r} not found")
-        _authorized(db, row, header)
+        _authorized(row, given)
         figures: dict[str, Any] = dict(row.runtime or {})
         reported: list[tuple[str, str]] = []
         for event in body.events:

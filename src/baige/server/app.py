@@ -1,21 +1,26 @@
 """The HTTP API. Thin: authenticate, read the body, call the service, shape the answer.
 
 Every failure a client can cause is a 4xx whose body names what was wrong
-(``{"error": ..., "problems": [{"field", "line", "message"}]}``); a 500 is a bug.
+(``{"error": ..., "problems": [{"field", "line", "message"}]}``); a 500 is a bug. When the
+database is away (restarting, failing over) the answer is 503 with ``Retry-After``, which the
+SDK and the CLI retry. The OpenAPI schema lists every status each operation may answer.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import (
     FileResponse,
     JSONResponse,
@@ -23,10 +28,20 @@ from fastapi.responses import (
     Response,
     StreamingResponse,
 )
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+)
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.background import BackgroundTask
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from baige import __version__
 from baige.api.common import Name
@@ -35,7 +50,7 @@ from baige.api.queues import QueueSpec
 from baige.api.views import EventView, NodeView, OverviewView, QueueView, TokenView, WorkloadView
 from baige.api.workloads import InferenceServiceSpec, TrainingJobSpec
 from baige.control.auth import Principal, authenticate, create_token
-from baige.control.errors import ApiError, Forbidden, Invalid
+from baige.control.errors import ApiError, Forbidden, Invalid, Unavailable
 from baige.control.runtime_reports import RuntimeEventsRequest, accept_runtime_events
 from baige.control.service import ControlService
 from baige.server.bodies import read_spec
@@ -49,22 +64,95 @@ __all__ = ["create_app"]
 log = logging.getLogger("baige.api")
 CONSOLE = Path(__file__).parent / "console"
 
-_SPEC_BODY = {
-    "application/json": {"schema": {"type": "object"}},
-    "application/yaml": {"schema": {"type": "string"}},
-}
+
+def _spec_body(model: type[BaseModel]) -> dict[str, Any]:
+    """A spec body: the model as JSON, or the same object written in YAML."""
+    schema = {"$ref": f"#/components/schemas/{model.__name__}"}
+    content = {"application/json": {"schema": schema}, "application/yaml": {"schema": schema}}
+    return {"requestBody": {"content": content, "required": True}}
+
+
+_SPEC_MODELS: tuple[type[BaseModel], ...] = (QueueSpec, TrainingJobSpec, InferenceServiceSpec)
+# Path parameters are names and ids: printable text without a slash.
+Segment = Annotated[str, PathParam(min_length=1, max_length=253, pattern=r"^[^\x00-\x1f\x7f/]+$")]
+RETRY_AFTER_S = 2
+_bearer = HTTPBearer(auto_error=False, description="An API token: `Authorization: Bearer <token>`")
+Bearer = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+class Problem(BaseModel):
+    """One thing wrong with a request: where (a field, a spec's line) and what."""
+
+    model_config = ConfigDict(extra="allow")
+    field: str = ""
+    line: int | None = None
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every error the API answers: a sentence, and for invalid input the problems by field."""
+
+    error: str
+    problems: list[Problem] = []
+
+
+# What the validators of ``baige.api.common.Name`` and of a phase filter accept, said in the
+# schema too (the handlers check it, with messages that say what a name or phase may be).
+DocumentedName = Annotated[
+    Name,
+    WithJsonSchema(
+        {"type": "string", "pattern": r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$", "maxLength": 63}
+    ),
+]
+_ONE_PHASE = "(?:pending|admitted|running|succeeded|failed|preempted|cancelled)"
+PHASES_PATTERN = rf"^ *{_ONE_PHASE}? *(?:, *{_ONE_PHASE}? *)*$"
 
 
 class ScaleRequest(BaseModel):
     replicas: int = Field(ge=0, le=100_000)
 
+    @field_validator("replicas", mode="before")
+    @classmethod
+    def _a_number(cls, value: object) -> object:
+        if isinstance(value, str | bool):  # 2.0 is the integer 2 in JSON; "2" and true are not
+            raise ValueError("must be a number")
+        return value
+
 
 class TokenRequest(BaseModel):
+    """One of: an admin token, a tenant's token, or a metrics token (no tenant, no admin)."""
+
+    model_config = ConfigDict(
+        strict=True,
+        json_schema_extra={
+            "anyOf": [
+                {
+                    "properties": {"admin": {"const": True}, "metrics": {"const": False}},
+                    "required": ["admin"],
+                },
+                {
+                    "properties": {"tenant": {"type": "string"}, "metrics": {"const": False}},
+                    "required": ["tenant"],
+                },
+                {
+                    "properties": {
+                        "metrics": {"const": True},
+                        "admin": {"const": False},
+                        "tenant": {"type": "null"},
+                    },
+                    "required": ["metrics"],
+                },
+            ]
+        },
+    )
     name: str = Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")
     tenant: str | None = Field(
         default=None, min_length=1, max_length=63, pattern=r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$"
     )
     admin: bool = False
+    metrics: bool = Field(
+        default=False, description="a read-only token for a Prometheus scrape: /metrics only"
+    )
 
 
 class NodesRequest(BaseModel):
@@ -72,7 +160,7 @@ class NodesRequest(BaseModel):
 
 
 class HeartbeatRequest(BaseModel):
-    nodes: list[Name] = Field(min_length=1, max_length=10_000)
+    nodes: list[DocumentedName] = Field(min_length=1, max_length=10_000)
 
 
 class Health(BaseModel):
@@ -86,11 +174,9 @@ class Health(BaseModel):
     )
 
 
-def current_principal(
-    request: Request, authorization: Annotated[str | None, Header()] = None
-) -> Principal:
+def current_principal(request: Request, _token: Bearer) -> Principal:
     """The caller, from its bearer token (401 without a valid one)."""
-    return authenticate(request.app.state.db, authorization)
+    return authenticate(request.app.state.db, request.headers.get("authorization"))
 
 
 Who = Annotated[Principal, Depends(current_principal)]
@@ -145,6 +231,33 @@ def create_app(
         )
         return JSONResponse({"error": message, "problems": problems}, status_code=400)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        """Routing's own answers (404 for no such path, 405) in the API's error shape; a 405
+        lists in ``Allow`` every method the path takes, over all the routes that share it."""
+        headers = dict(error.headers or {})
+        allowed = _allowed_methods(app, request.url.path) if error.status_code == 405 else None
+        if allowed:
+            headers["Allow"] = ", ".join(allowed)
+        if error.status_code in (204, 304):
+            return Response(status_code=error.status_code, headers=headers)
+        return JSONResponse({"error": str(error.detail)}, error.status_code, headers=headers)
+
+    async def database_away(_request: Request, error: Exception) -> JSONResponse:
+        log.warning("database unavailable: %s", str(error).splitlines()[0] if str(error) else error)
+        body = Unavailable("the database is unavailable; retry").body()
+        headers = {"Retry-After": str(RETRY_AFTER_S)}
+        return JSONResponse(body, status_code=503, headers=headers)
+
+    async def database_error(request: Request, error: Exception) -> JSONResponse:
+        if isinstance(error, DBAPIError) and error.connection_invalidated:
+            return await database_away(request, error)
+        raise error
+
+    app.add_exception_handler(OperationalError, database_away)
+    app.add_exception_handler(InterfaceError, database_away)
+    app.add_exception_handler(DBAPIError, database_error)
+
     app.state.db = db
     app.add_middleware(RequestLimits)  # before routing, for every endpoint
     app.add_exception_handler(DataError, refuse_unstorable)
@@ -171,8 +284,13 @@ def create_app(
     app.mount("/console", StaticFiles(directory=CONSOLE), name="console")
 
     @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
-    def metrics() -> Response:
-        """Prometheus metrics: cards, queues, workloads, controller pass time, API latency."""
+    def metrics(request: Request, _token: Bearer) -> Response:
+        """Prometheus metrics: cards, queues, workloads, controller pass time, API latency.
+        They name every tenant's queues and jobs: an admin token or a metrics token (made
+        with ``"metrics": true``) may read them, a tenant's token is refused (403)."""
+        who = authenticate(db, request.headers.get("authorization"), for_metrics=True)
+        if not (who.admin or who.metrics):
+            raise Forbidden("only an admin token or a metrics token may read /metrics")
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz", tags=["health"])
@@ -201,8 +319,7 @@ def create_app(
         """The queue tree with guaranteed, limit and used cards per accelerator type."""
         return service.list_queues(who)
 
-    @v1.post("/queues", tags=["queues"], status_code=201,
-             openapi_extra={"requestBody": {"content": _SPEC_BODY, "required": True}})  # fmt: skip
+    @v1.post("/queues", tags=["queues"], status_code=201, openapi_extra=_spec_body(QueueSpec))
     async def apply_queue(request: Request, who: Who) -> QueueView:
         """Create or replace a queue (admin)."""
         if not who.admin:
@@ -212,7 +329,7 @@ def create_app(
         return service.apply_queue(who, spec)
 
     @v1.delete("/queues/{name}", tags=["queues"], status_code=204)
-    def delete_queue(name: str, who: Who) -> None:
+    def delete_queue(name: Segment, who: Who) -> None:
         service.delete_queue(who, name)
 
     # -- nodes ---------------------------------------------------------------------------
@@ -236,25 +353,25 @@ def create_app(
         return {"nodes": service.heartbeat(who, body.nodes)}
 
     @v1.get("/nodes/{name}", tags=["nodes"])
-    def get_node(name: str, who: Who) -> NodeView:
+    def get_node(name: Segment, who: Who) -> NodeView:
         return service.get_node(who, name)
 
     @v1.post("/nodes/{name}/cordon", tags=["nodes"])
-    def cordon(name: str, who: Who) -> NodeView:
+    def cordon(name: Segment, who: Who) -> NodeView:
         """Stop placing new work on the node; what runs there keeps running (admin)."""
         return service.set_cordon(who, name, True)
 
     @v1.post("/nodes/{name}/drain", tags=["nodes"])
-    def drain(name: str, who: Who) -> NodeView:
+    def drain(name: Segment, who: Who) -> NodeView:
         """Cordon the node and move what runs there to other nodes (admin)."""
         return service.drain(who, name)
 
     @v1.post("/nodes/{name}/uncordon", tags=["nodes"])
-    def uncordon(name: str, who: Who) -> NodeView:
+    def uncordon(name: Segment, who: Who) -> NodeView:
         return service.set_cordon(who, name, False)
 
     @v1.get("/nodes/{name}/events", tags=["nodes"])
-    def node_events(name: str, who: Who) -> list[EventView]:
+    def node_events(name: Segment, who: Who) -> list[EventView]:
         return service.events(who, "node", name)
 
     # -- workloads -----------------------------------------------------------------------
@@ -264,7 +381,7 @@ def create_app(
     ) -> None:
         what = spec_type.model_fields["kind"].default
 
-        body = {"requestBody": {"content": _SPEC_BODY, "required": True}}
+        body = _spec_body(spec_type)
 
         @v1.post(f"/{path}", tags=[tag], status_code=201, name=f"submit_{path}", openapi_extra=body)
         async def submit(
@@ -282,8 +399,14 @@ def create_app(
         @v1.get(f"/{path}", tags=[tag], name=f"list_{path}")
         def list_(
             who: Who,
-            queue: str | None = None,
-            phase: Annotated[str | None, Query(description="one or more, comma-separated")] = None,
+            queue: Annotated[str | None, Query(pattern=r"^[^\x00-\x1f\x7f]*$")] = None,
+            phase: Annotated[
+                str | None,
+                Query(
+                    description="one or more, comma-separated",
+                    json_schema_extra={"pattern": PHASES_PATTERN},
+                ),
+            ] = None,
             limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
             offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
         ) -> list[WorkloadView]:
@@ -291,23 +414,23 @@ def create_app(
                                           limit=limit, offset=offset)  # fmt: skip
 
         @v1.get(f"/{path}/{{workload_id}}", tags=[tag], name=f"get_{path}")
-        def get(workload_id: str, who: Who) -> WorkloadView:
+        def get(workload_id: Segment, who: Who) -> WorkloadView:
             return service.get(who, workload_id, kind)
 
         @v1.post(f"/{path}/{{workload_id}}/cancel", tags=[tag], name=f"cancel_{path}")
-        def cancel(workload_id: str, who: Who) -> WorkloadView:
+        def cancel(workload_id: Segment, who: Who) -> WorkloadView:
             service.get(who, workload_id, kind)
             return service.cancel(who, workload_id)
 
         @v1.get(f"/{path}/{{workload_id}}/events", tags=[tag], name=f"events_{path}")
-        def events(workload_id: str, who: Who) -> list[EventView]:
+        def events(workload_id: Segment, who: Who) -> list[EventView]:
             service.get(who, workload_id, kind)
             return service.events(who, "workload", workload_id)
 
         @v1.get(f"/{path}/{{workload_id}}/logs", tags=[tag], name=f"logs_{path}",
                 response_class=PlainTextResponse)  # fmt: skip
         def logs(
-            workload_id: str,
+            workload_id: Segment,
             who: Who,
             replica: Annotated[int | None, Query(ge=0, le=100_000)] = None,
             follow: bool = False,
@@ -333,21 +456,22 @@ def create_app(
 
     @v1.post("/jobs/{workload_id}/runtime-events", tags=["jobs"])
     def runtime_events(
-        workload_id: str,
-        body: RuntimeEventsRequest,
-        authorization: Annotated[str | None, Header()] = None,
+        request: Request, workload_id: Segment, body: RuntimeEventsRequest, _token: Bearer
     ) -> dict[str, int]:
-        """Event-log lines from ``baige run`` inside the job's replicas (its report token in
-        ``BAIGE_TOKEN``, or a user token that sees the job): faults, restarts, recoveries."""
-        return {"accepted": accept_runtime_events(db, workload_id, authorization, body)}
+        """Event-log lines from ``baige run`` inside the job's replicas: faults, restarts,
+        recoveries. Only the job's own report token (``BAIGE_TOKEN`` in its replicas) may post
+        them; any user token, an admin's too, is refused (403), so nobody can forge the
+        figures the job's view and ``/metrics`` show."""
+        header = request.headers.get("authorization")
+        return {"accepted": accept_runtime_events(db, workload_id, header, body)}
 
     @v1.post("/services/{workload_id}/scale", tags=["services"])
-    def scale(workload_id: str, body: ScaleRequest, who: Who) -> WorkloadView:
+    def scale(workload_id: Segment, body: ScaleRequest, who: Who) -> WorkloadView:
         service.get(who, workload_id, "InferenceService")
         return service.scale(who, workload_id, body.replicas)
 
     @v1.delete("/services/{workload_id}", tags=["services"])
-    def delete_service(workload_id: str, who: Who) -> WorkloadView:
+    def delete_service(workload_id: Segment, who: Who) -> WorkloadView:
         service.get(who, workload_id, "InferenceService")
         return service.cancel(who, workload_id)
 
@@ -370,15 +494,100 @@ def create_app(
 
     @v1.post("/tokens", tags=["tokens"], status_code=201)
     def make_token(body: TokenRequest, who: Who) -> TokenView:
-        """Make a token for a tenant (admin). It is shown once."""
+        """Make a token for a tenant, an admin token, or (``"metrics": true``) a token that
+        reads /metrics and nothing else, for a Prometheus scrape (admin). It is shown once."""
         if not who.admin:
             raise Forbidden("only an admin token may make tokens")
-        if not body.admin and body.tenant is None:
+        if body.metrics and (body.admin or body.tenant is not None):
+            raise Invalid(
+                "a metrics token has no tenant and is no admin token",
+                [{"field": "metrics", "message": "not with admin or tenant"}],
+            )
+        if not body.admin and not body.metrics and body.tenant is None:
             raise Invalid(
                 "a non-admin token needs a tenant", [{"field": "tenant", "message": "required"}]
             )
-        token = create_token(db, body.name, body.tenant, admin=body.admin)
+        token = create_token(db, body.name, body.tenant, admin=body.admin, metrics=body.metrics)
         return TokenView(name=body.name, tenant=body.tenant, admin=body.admin, token=token)
 
     app.include_router(v1)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """Every method the schema lists for the paths that match ``path`` (Starlette names only
+    the first matching route's, and /v1/queues has two routes: GET and POST)."""
+    paths: dict[str, dict[str, object]] = app.openapi().get("paths", {})
+    if path in paths:  # a literal path is its own resource (/v1/nodes/heartbeat)
+        return sorted(method.upper() for method in paths[path])
+    methods: set[str] = set()
+    for template, operations in paths.items():
+        pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, path):
+            methods |= {method.upper() for method in operations}
+    return sorted(methods)
+
+
+# Statuses every operation may answer beyond its own success: 400 (a control character in the
+# path or query, an invalid parameter or body), 503 (the database is away); with a token,
+# 401/403/404; with a body, 413; and a few that only some operations give.
+_OPEN = {"/healthz"}
+_EXTRA_STATUSES: dict[tuple[str, str], tuple[int, ...]] = {
+    ("delete", "/v1/queues/{name}"): (409,),
+    ("post", "/v1/jobs"): (409,),
+    ("post", "/v1/services"): (409,),
+    ("post", "/v1/jobs/{workload_id}/cancel"): (409,),
+    ("post", "/v1/services/{workload_id}/cancel"): (409,),
+    ("delete", "/v1/services/{workload_id}"): (409,),
+    ("post", "/v1/services/{workload_id}/scale"): (409,),
+    ("get", "/v1/jobs/{workload_id}/logs"): (429,),
+    ("get", "/v1/services/{workload_id}/logs"): (429,),
+}
+_DESCRIPTIONS = {
+    400: "Invalid request: the problems name each field (and a spec's line)",
+    401: "No valid bearer token",
+    403: "The token may not do this",
+    404: "Not found (or not visible to this token)",
+    409: "Conflicts with the current state",
+    413: "The body is too large",
+    429: "Too many followed log streams for this token",
+    503: "The database is unavailable; retry after `Retry-After` seconds",
+}
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema, with the errors each operation really answers (400, not 422) in
+    the API's error shape, and spec bodies described by their models."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    components: dict[str, Any] = schema.setdefault("components", {}).setdefault("schemas", {})
+    models: tuple[type[BaseModel], ...] = (*_SPEC_MODELS, ErrorBody)
+    for model in models:
+        model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, definition in model_schema.pop("$defs", {}).items():
+            components.setdefault(name, definition)
+        components[model.__name__] = model_schema
+    components.pop("HTTPValidationError", None)
+    components.pop("ValidationError", None)
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    retry = {"Retry-After": {"description": "seconds", "schema": {"type": "integer"}}}
+    for path, operations in schema.get("paths", {}).items():
+        for method, operation in operations.items():
+            responses = operation.setdefault("responses", {})
+            responses.pop("422", None)
+            statuses = {400, 503, *_EXTRA_STATUSES.get((method, path), ())}
+            if path not in _OPEN:
+                statuses |= {401, 403, 404}
+            if "requestBody" in operation:
+                statuses.add(413)
+            for status in sorted(statuses):
+                answer: dict[str, Any] = {"description": _DESCRIPTIONS[status], "content": error}
+                if status == 503:
+                    answer["headers"] = retry
+                responses.setdefault(str(status), answer)
+    app.openapi_schema = schema
+    return schema

@@ -1,8 +1,9 @@
 """``/metrics`` in Prometheus' text format.
 
 Cluster figures are read from the store at scrape time (a custom collector: nothing goes
-stale between scrapes); request latency is measured by a middleware. Open without a token,
-like most exporters: it shows counts per accelerator type and queue, never workload specs.
+stale between scrapes); request latency is measured by a middleware. It names every
+tenant's queues and running job ids, so it needs a token (``app.py``): an admin's, or a
+metrics token made for the scrape (``baige token prometheus --metrics``).
 """
 
 from __future__ import annotations

@@ -33,13 +33,16 @@ class Base(DeclarativeBase):
 
 
 class TokenRow(Base):
-    """A bearer token (only its SHA-256 is kept). ``tenant`` None with ``admin``: sees all."""
+    """A bearer token (only its SHA-256 is kept). ``tenant`` None with ``admin``: sees all;
+    ``tenant`` None with ``metrics``: reads /metrics only."""
 
     __tablename__ = "tokens"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     name: Mapped[str] = mapped_column(String(128))
     tenant: Mapped[str | None] = mapped_column(String(63), nullable=True)
     admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    # a read-only token for a Prometheus scrape: it can read /metrics and nothing else
+    metrics: Mapped[bool] = mapped_column(Boolean, default=False)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[float] = mapped_column(Float)
 

@@ -140,7 +140,8 @@ def test_reports_show_in_metrics_and_only_the_jobs_token_may_send_them(pending_j
     assert runtime.last_step == 80 and runtime.steps_per_s == 9.5 and runtime.loss == 1.25
     assert runtime.events == 6
 
-    metrics = httpx.get(f"{running.url}/metrics").text
+    admin = {"Authorization": f"Bearer {client.token}"}
+    metrics = httpx.get(f"{running.url}/metrics", headers=admin).text
     assert f'baige_job_runtime_restarts{{job="{job.id}",queue="default"}} 1.0' in metrics
     assert f'baige_job_runtime_lost_steps{{job="{job.id}",queue="default"}} 3.0' in metrics
     assert f'baige_job_runtime_faults{{job="{job.id}",kind="hang",queue="default"}} 1.0' in metrics
