@@ -121,3 +121,15 @@ def test_only_the_jobs_report_token_may_post_its_runtime_events(api: Api) -> Non
     assert api.post(path, api.report_token(), json=events).json() == {"accepted": 1}
     job = api.get(f"/v1/jobs/{api.job}", api.tenant).json()
     assert job["runtime"]["restarts"] == 1
+
+
+def test_a_report_cordons_only_a_node_the_job_runs_on(api: Api) -> None:
+    """A job's report token must not be a way to cordon other tenants' nodes."""
+    node = {"nodes": [{"name": "elsewhere", "accelerators": {"type": "h100", "count": 8}}]}
+    assert api.post("/v1/nodes", api.admin, json=node).status_code == 201
+    report = {"node": "elsewhere", "events": [{"event": "node_reported", "message": "slow"}]}
+    answer = api.post(f"/v1/jobs/{api.job}/runtime-events", api.report_token(), json=report)
+    assert answer.status_code == 200
+    assert api.get("/v1/nodes/elsewhere", api.admin).json()["cordoned"] is False
+    kinds = [e["type"] for e in api.get(f"/v1/jobs/{api.job}/events", api.tenant).json()]
+    assert "ReportIgnored" in kinds

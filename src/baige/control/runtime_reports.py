@@ -116,6 +116,14 @@ def _message(name: str, event: Mapping[str, Any], node: str) -> str:
 
 
 def _cordon_reported(session: Session, row: WorkloadRow, node: str, why: str) -> None:
+    """Cordon a node the job's agent reports for straggling — only one the job runs on: a
+    report token is the job's, and a job must not be able to take other tenants' nodes."""
+    placed = {str(p.get("node")) for p in row.placements or []}
+    if node not in placed:
+        record_event(session, "workload", row.id, "ReportIgnored", "NotPlacedThere",
+                     f"a report named node {node[:100]!r}, where this job does not run; "
+                     "not cordoned", tenant=row.tenant)  # fmt: skip
+        return
     target = session.get(NodeRow, node)
     if target is None or target.cordoned:
         return
