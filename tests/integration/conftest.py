@@ -95,7 +95,7 @@ class RunningPlatform:
         self.url = f"http://127.0.0.1:{self.port}"
         platform.controller.api_url = self.url  # where `baige run` in a replica reports
         app = create_app(platform.db, platform.service, pass_seconds=platform.recent_pass_seconds,
-                         follow_poll_s=0.1)  # fmt: skip
+                         follow_poll_s=0.1, board=platform.board)  # fmt: skip
         self.server = uvicorn.Server(
             uvicorn.Config(
                 app, host="127.0.0.1", port=self.port, log_level="warning", timeout_keep_alive=30

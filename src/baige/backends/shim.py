@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from baige.backends.expand import expand_args
+
 
 def _write_atomically(path: Path, text: str) -> None:
     temporary = path.with_suffix(".tmp")
@@ -29,7 +31,7 @@ def main(argv: list[str]) -> int:
         sys.stderr.write("usage: python -m baige.backends.shim RUNDIR -- COMMAND [ARGS...]\n")
         return 2
     rundir = Path(argv[0])
-    command = argv[2:]
+    command = expand_args(argv[2:], os.environ)  # $(PORT) and the like, from our env
     _write_atomically(rundir / "pid", str(os.getpid()))
     received: list[int] = []
     children: list[subprocess.Popen[bytes]] = []

@@ -553,7 +553,10 @@ def up(
         with already_running(platform.db, data):
             platform.start()
             app = create_app(
-                platform.db, platform.service, pass_seconds=platform.recent_pass_seconds
+                platform.db,
+                platform.service,
+                pass_seconds=platform.recent_pass_seconds,
+                board=platform.board,
             )
             url = f"http://{host}:{port}"
             console.print(

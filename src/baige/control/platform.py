@@ -28,6 +28,7 @@ from baige.backends.local import LocalBackend
 from baige.backends.slurm import SlurmBackend
 from baige.control.auth import Principal, ensure_admin_token
 from baige.control.controller import Controller
+from baige.control.load_board import LoadBoard
 from baige.control.service import ControlService
 from baige.control.slurm_sync import SlurmSync
 from baige.hw.discovery import Accelerators
@@ -141,6 +142,8 @@ class Platform:
             self.backend = FakeBackend()
         else:
             self.backend = LocalBackend(options.home / "runs")
+        # the service gateway's load, read by the controller's autoscaler (one process today)
+        self.board = LoadBoard()
         self.controller = Controller(
             self.db,
             self.backend,
@@ -148,6 +151,7 @@ class Platform:
             heartbeat_timeout=options.heartbeat_timeout,
             interval=options.interval,
             api_url=options.api_url,
+            load=self.board.sample,
         )
         self.service = ControlService(self.db, wake=self.controller.wake)
         if isinstance(self.backend, SlurmBackend):

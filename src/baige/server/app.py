@@ -54,6 +54,7 @@ from baige.control.errors import ApiError, Forbidden, Invalid, Unavailable
 from baige.control.runtime_reports import RuntimeEventsRequest, accept_runtime_events
 from baige.control.service import ControlService
 from baige.server.bodies import read_spec
+from baige.server.gateway import Gateway, LoadBoard
 from baige.server.guards import DataError, RequestLimits, refuse_unstorable
 from baige.server.log_stream import FollowLimit, followed, stream_logs
 from baige.server.metrics import make_registry
@@ -199,8 +200,11 @@ def create_app(
     *,
     pass_seconds: Callable[[], list[float]] = list,
     follow_poll_s: float = 0.5,
+    board: LoadBoard | None = None,
 ) -> FastAPI:
-    """The API over ``service``; ``pass_seconds`` gives the controller's recent pass times."""
+    """The API over ``service``; ``pass_seconds`` gives the controller's recent pass times,
+    ``board`` is where the service gateway counts load (the controller's autoscaler reads it)."""
+    gateway = Gateway(db, board if board is not None else LoadBoard())
     # Set when the server stops: a followed log stream runs in a worker thread that the
     # server's shutdown cannot cancel, and the process would wait for it at exit.
     stopping = threading.Event()
@@ -210,6 +214,7 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
         stopping.set()
+        await gateway.close()
 
     app = FastAPI(
         title="Baige",
@@ -511,6 +516,18 @@ def create_app(
         return TokenView(name=body.name, tenant=body.tenant, admin=body.admin, token=token)
 
     app.include_router(v1)
+
+    proxied = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+
+    @app.api_route("/s/{service}/{path:path}", methods=proxied, include_in_schema=False)
+    async def gateway_route(service: str, path: str, request: Request, who: Who) -> Response:
+        """A service's stable endpoint: proxied to one of its running replicas."""
+        return await gateway.handle(request, who, service, path)
+
+    @app.api_route("/s/{service}", methods=proxied, include_in_schema=False)
+    async def gateway_root(service: str, request: Request, who: Who) -> Response:
+        return await gateway.handle(request, who, service, "")
+
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

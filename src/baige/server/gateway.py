@@ -26,12 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import math
-import threading
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import httpx
 from sqlalchemy import select
@@ -44,13 +41,12 @@ from baige.api.workloads import Phase
 from baige.backends.base import ReplicaState
 from baige.control.auth import Principal
 from baige.control.errors import ApiError, Conflict, NotFound
-from baige.sched.autoscale import LoadSample
+from baige.control.load_board import LoadBoard
 from baige.store.db import Database
 from baige.store.tables import ReplicaRow, WorkloadRow
 
-__all__ = ["Gateway", "LoadBoard", "ServiceUnavailable"]
+__all__ = ["Gateway", "LoadBoard", "ServiceUnavailable"]  # LoadBoard re-exported
 
-WINDOW_S = 15.0  # requests per second are counted over this window
 DOWN_S = 5.0  # a replica that refused a connection is skipped this long
 ENDPOINTS_TTL_S = 1.0  # how long the replica list of a service is cached
 _HOP_BY_HOP = {
@@ -61,93 +57,6 @@ _HOP_BY_HOP = {
 
 class ServiceUnavailable(ApiError):
     status = 503
-
-
-@dataclass(slots=True)
-class _ServiceLoad:
-    arrivals: deque[float] = field(default_factory=deque)
-    latencies: deque[tuple[float, float]] = field(default_factory=deque)
-    in_flight: int = 0
-    ready: int = 0
-    total: int = 0
-    errors: int = 0
-
-
-class LoadBoard:
-    """Per-service load as the gateway sees it; read by the autoscaler and ``/metrics``."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self.clock = clock
-        self._services: dict[str, _ServiceLoad] = {}
-        self._lock = threading.Lock()
-
-    def _get(self, service_id: str) -> _ServiceLoad:
-        return self._services.setdefault(service_id, _ServiceLoad())
-
-    def started(self, service_id: str) -> float:
-        now = self.clock()
-        with self._lock:
-            load = self._get(service_id)
-            load.arrivals.append(now)
-            load.in_flight += 1
-            load.total += 1
-            self._trim(load, now)
-        return now
-
-    def finished(self, service_id: str, since: float, ok: bool) -> None:
-        now = self.clock()
-        with self._lock:
-            load = self._get(service_id)
-            load.in_flight -= 1
-            load.latencies.append((now, now - since))
-            if not ok:
-                load.errors += 1
-            self._trim(load, now)
-
-    def set_ready(self, service_id: str, ready: int) -> None:
-        with self._lock:
-            self._get(service_id).ready = ready
-
-    @staticmethod
-    def _trim(load: _ServiceLoad, now: float) -> None:
-        while load.arrivals and now - load.arrivals[0] > WINDOW_S:
-            load.arrivals.popleft()
-        while load.latencies and now - load.latencies[0][0] > WINDOW_S:
-            load.latencies.popleft()
-
-    def sample(self, service_id: str) -> LoadSample | None:
-        """The service's load over the last window; None if the gateway never served it."""
-        now = self.clock()
-        with self._lock:
-            load = self._services.get(service_id)
-            if load is None:
-                return None
-            self._trim(load, now)
-            return LoadSample(len(load.arrivals) / WINDOW_S, load.in_flight, load.ready)
-
-    def figures(self) -> dict[str, dict[str, float]]:
-        """Per service: requests/s, in flight, p50/p99 latency (s), totals; for /metrics."""
-        now = self.clock()
-        out: dict[str, dict[str, float]] = {}
-        with self._lock:
-            for service_id, load in self._services.items():
-                self._trim(load, now)
-                times = sorted(latency for _, latency in load.latencies)
-
-                def quantile(q: float, times: list[float] = times) -> float:
-                    if not times:
-                        return math.nan
-                    return times[min(len(times) - 1, round(q * (len(times) - 1)))]
-
-                out[service_id] = {
-                    "requests_per_second": len(load.arrivals) / WINDOW_S,
-                    "in_flight": float(load.in_flight),
-                    "latency_p50_seconds": quantile(0.5),
-                    "latency_p99_seconds": quantile(0.99),
-                    "requests_total": float(load.total),
-                    "errors_total": float(load.errors),
-                }
-        return out
 
 
 @dataclass(frozen=True, slots=True)
