@@ -80,6 +80,12 @@ def test_a_service_behind_the_gateway(make_platform, sqlite_url: str) -> None:
         assert view.replicas == 3
         scaled = [e for e in running.client().events(service) if e.type == "Autoscaled"]
         assert scaled and "requests/s" in scaled[0].message
+        metrics = httpx.get(f"{running.url}/metrics", headers=auth).text
+        assert (
+            f'baige_service_replicas{{kind="wanted",queue="default",service="{service}"}} 3.0'
+            in metrics
+        )
+        assert f'baige_service_requests_total{{service="{service}"}}' in metrics
         # the new replicas take requests too
         seen = wait_for(lambda: len({ask().headers.get("x-baige-replica") for _ in range(12)}) > 1,
                         timeout=60)  # fmt: skip

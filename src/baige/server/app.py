@@ -204,7 +204,8 @@ def create_app(
 ) -> FastAPI:
     """The API over ``service``; ``pass_seconds`` gives the controller's recent pass times,
     ``board`` is where the service gateway counts load (the controller's autoscaler reads it)."""
-    gateway = Gateway(db, board if board is not None else LoadBoard())
+    board = board if board is not None else LoadBoard()
+    gateway = Gateway(db, board)
     # Set when the server stops: a followed log stream runs in a worker thread that the
     # server's shutdown cannot cancel, and the process would wait for it at exit.
     stopping = threading.Event()
@@ -266,7 +267,7 @@ def create_app(
     app.state.db = db
     app.add_middleware(RequestLimits)  # before routing, for every endpoint
     app.add_exception_handler(DataError, refuse_unstorable)
-    registry, latency = make_registry(service, pass_seconds)
+    registry, latency = make_registry(service, pass_seconds, board)
 
     @app.middleware("http")
     async def measure(

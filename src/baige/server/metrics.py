@@ -13,17 +13,18 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import select
 
 from baige.api.queues import QueueSpec
 from baige.control.auth import Principal
+from baige.control.load_board import LoadBoard
 from baige.control.runtime_figures import runtime_view
 from baige.control.service import ACTIVE, ControlService
 from baige.store.tables import QueueRow, WorkloadRow
 
-__all__ = ["ClusterCollector", "make_registry"]
+__all__ = ["ClusterCollector", "GatewayCollector", "make_registry"]
 
 _ADMIN = Principal("metrics", None, admin=True)
 
@@ -161,12 +162,61 @@ _RUNTIME_GAUGES = (  # RuntimeView field, metric name, help
 )
 
 
+class GatewayCollector(Collector):
+    """What the service gateway measured per service, and the replicas each service wants
+    (the autoscaler's target) against those running."""
+
+    def __init__(self, service: ControlService, board: LoadBoard) -> None:
+        self.service = service
+        self.board = board
+
+    def collect(self) -> Iterator[Metric]:
+        figures = self.board.figures()
+        help_text = {
+            "requests_per_second": "Requests per second through the gateway (15 s window)",
+            "in_flight": "Requests in flight through the gateway",
+            "latency_p50_seconds": "Median request latency through the gateway (15 s window)",
+            "latency_p99_seconds": "99th percentile request latency (15 s window)",
+        }
+        for key, text in help_text.items():
+            family = GaugeMetricFamily(f"baige_service_{key}", text, labels=["service"])
+            for service_id, values in sorted(figures.items()):
+                family.add_metric([service_id], values[key])
+            yield family
+        counters = (
+            ("requests_total", "Requests through the gateway"),
+            ("errors_total", "Requests that failed (5xx or no replica)"),
+        )
+        for key, text in counters:
+            counter = CounterMetricFamily(f"baige_service_{key.removesuffix('_total')}", text,
+                                          labels=["service"])  # fmt: skip
+            for service_id, values in sorted(figures.items()):
+                counter.add_metric([service_id], values[key])
+            yield counter
+        wanted = GaugeMetricFamily(
+            "baige_service_replicas", "Service replicas wanted (the autoscaler's target) and "
+            "running", labels=["service", "queue", "kind"],
+        )  # fmt: skip
+        for view in self.service.list_workloads(_ADMIN, kind="InferenceService", phase=None,
+                                                queue=None, limit=10_000, offset=0):  # fmt: skip
+            if view.phase not in ACTIVE:
+                continue
+            wanted.add_metric([view.id, view.queue, "wanted"], view.replicas)
+            wanted.add_metric([view.id, view.queue, "running"], len(view.running_replicas))
+        yield wanted
+
+
 def make_registry(
-    service: ControlService, pass_seconds: Callable[[], list[float]]
+    service: ControlService,
+    pass_seconds: Callable[[], list[float]],
+    board: LoadBoard | None = None,
 ) -> tuple[CollectorRegistry, Histogram]:
-    """A registry for one app: the cluster collector and the API latency histogram."""
+    """A registry for one app: the cluster and gateway collectors and the API latency
+    histogram."""
     registry = CollectorRegistry()
     registry.register(ClusterCollector(service, pass_seconds))
+    if board is not None:
+        registry.register(GatewayCollector(service, board))
     latency = Histogram(
         "baige_api_request_seconds",
         "API request latency",
