@@ -93,8 +93,10 @@ class Controller:
         api_url: str | None = None,
         max_launches_per_pass: int = 256,
         load: Callable[[str], LoadSample | None] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.db = db
+        self.clock = clock  # wall-clock time of a pass (a test steps it)
         self.load = load  # a service's measured load (the gateway's board), for autoscaling
         self._autoscale_state: dict[str, AutoscaleState] = {}
         self.max_launches_per_pass = max_launches_per_pass
@@ -158,7 +160,7 @@ class Controller:
     def _run_pass(self) -> PassStats:
         started = time.perf_counter()
         stats = PassStats()
-        now = time.time()
+        now = self.clock()
         mark = started
 
         def lap(phase: str) -> None:
@@ -728,7 +730,7 @@ class Controller:
                     )  # fmt: skip
                 except (ValueError, TypeError) as err:  # what it was given cannot run
                     log.warning("cannot launch replica %s: %s", replica.id, err)
-                    self._launch_failed(session, workload, replica, f"{err}", time.time())
+                    self._launch_failed(session, workload, replica, f"{err}", self.clock())
                     continue
                 except Exception:  # the backend is unreachable: the next pass tries again
                     log.exception("launching replica %s failed; retrying", replica.id)
@@ -741,18 +743,18 @@ class Controller:
                 replica.reason = observation.reason
                 if observation.state.ended:
                     replica.exit_code = observation.exit_code
-                    replica.finished_at = observation.finished_at or time.time()
+                    replica.finished_at = observation.finished_at or self.clock()
                     if observation.state is ReplicaState.FAILED and observation.reason:
                         # refused at launch (e.g. the working directory is gone): trying again
                         # would fail the same way, so the job fails once, saying why
                         self._launch_failed(
-                            session, workload, replica, observation.reason, time.time()
+                            session, workload, replica, observation.reason, self.clock()
                         )
                         continue
                 stats.launched += 1
                 if workload.phase == Phase.ADMITTED.value:
                     workload.phase = Phase.RUNNING.value
-                    workload.started_at = workload.started_at or time.time()
+                    workload.started_at = workload.started_at or self.clock()
             for replica in to_stop:
                 if replica.state == ReplicaState.PENDING.value:
                     # never launched, or launched by a controller that died before recording it

@@ -1,0 +1,105 @@
+"""The controller's workload lifecycle, table-driven: SQLite, the declared fake backend with
+a script, and a clock the test steps. No server, no processes, no mock.patch."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from baige.api.loader import load_specs
+from baige.api.nodes import AcceleratorGroup, NodeSpec
+from baige.api.queues import QueueSpec
+from baige.backends.base import ReplicaLaunch
+from baige.backends.fake import Behaviour, FakeBackend, Refuse, Run, Vanish
+from baige.control.auth import Principal
+from baige.control.controller import Controller
+from baige.control.service import ControlService
+from baige.store.db import Database
+
+ADMIN = Principal("test", None, admin=True)
+
+JOB = """\
+kind: TrainingJob
+name: j
+queue: default
+replicas: 2
+max_restarts: 2
+accelerators: {count: 1, types: [h100]}
+command: [train]
+"""
+SERVICE = """\
+kind: InferenceService
+name: s
+queue: default
+replicas: 2
+accelerators: {share: 0.5, types: [h100]}
+command: [serve]
+"""
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass(frozen=True)
+class Case:
+    spec: str
+    script: dict[str, Behaviour]  # by "g<generation>-r<index>-a<attempt>"; others run forever
+    phase: str
+    restarts: int
+    reason: str
+    launches: int
+
+
+CASES = {
+    "a job whose replicas exit 0 succeeds": Case(
+        JOB, {"g1-r0-a0": Run(5), "g1-r1-a0": Run(5)}, "succeeded", 0, "exited 0", 2),
+    "a failing replica restarts the gang until the budget is spent": Case(
+        JOB, {f"g{g}-r1-a0": Run(5, exit_code=3) for g in (1, 2, 3)}, "failed", 2,
+        "exited with code 3", 6),
+    "a vanished replica is lost, and the job restarts": Case(
+        JOB, {"g1-r0-a0": Vanish(5), "g2-r0-a0": Run(5), "g2-r1-a0": Run(5)}, "succeeded", 1,
+        "exited 0", 4),
+    "a replica that cannot be started fails the job once": Case(
+        JOB, {"g1-r1-a0": Refuse("no such binary")}, "failed", 0, "no such binary", 1),
+    "a service replica that ends is started again in place": Case(
+        SERVICE, {"g1-r0-a0": Run(5, exit_code=1)}, "running", 1, "admitted", 3),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_lifecycle(name: str, tmp_path: Path) -> None:
+    case = CASES[name]
+    clock = Clock()
+
+    def script(replica: ReplicaLaunch) -> Behaviour:
+        key = replica.id.split("-", 2)[-1]  # job-xxxx-g1-r0-a0 -> g1-r0-a0
+        return case.script.get(key, Run(None))
+
+    db = Database(f"sqlite:///{tmp_path / 'b.db'}")
+    backend = FakeBackend(clock=clock, script=script)
+    controller = Controller(db, backend, heartbeat_timeout=3600, clock=clock)
+    service = ControlService(db, wake=controller.wake)
+    service.apply_queue(ADMIN, QueueSpec(name="default"))
+    node = NodeSpec(name="n0", accelerators=AcceleratorGroup(type="h100", count=8))
+    service.register_nodes(ADMIN, [node])
+    (spec,) = load_specs(case.spec)
+    workload = service.submit(ADMIN, spec)[0].id  # type: ignore[arg-type]
+    for _ in range(12):  # passes two seconds apart on the test's clock
+        controller.run_pass()
+        clock.now += 2
+    view = service.get(ADMIN, workload)
+    assert view.phase == case.phase, view.reason
+    assert view.restarts == case.restarts
+    assert case.reason in view.reason
+    assert len(backend.launches) == case.launches, backend.launches
+    # never two copies of one replica index running at once
+    indexes = [backend.launched[r].env["BAIGE_REPLICA_INDEX"] for r in backend.running()]
+    assert len(indexes) == len(set(indexes))
