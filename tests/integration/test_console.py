@@ -68,6 +68,7 @@ def test_operator_walkthrough(browser, make_platform, sqlite_url: str) -> None:
     page.fill("#token", "baige_wrong")
     page.click("#login")
     page.wait_for_selector("#login-error:has-text('refused')")
+    shot(page, "login-refused")
     login(page, running.url, token)
     # a sleeping job to cancel later, submitted through the API
     sleeper = client.submit(
@@ -81,6 +82,7 @@ def test_operator_walkthrough(browser, make_platform, sqlite_url: str) -> None:
     page.click("#submit")
     page.wait_for_selector("#submit-error:has-text('replica')")
     assert "line 5" in page.inner_text("#submit-error")
+    shot(page, "submit-error")
     page.fill("#spec", JOB)
     page.click("#submit")
     page.wait_for_selector("h1:has-text('from-the-page')")
@@ -145,10 +147,16 @@ def test_what_baige_run_reports_shows_on_the_job_and_the_overview(
         {"event": "progress", "step": 130, "steps_per_s": 4.2, "median_step_s": 0.2,
          "loss": 2.5},
     ]  # fmt: skip
+    from baige.store.tables import WorkloadRow  # noqa: PLC0415
+
+    with running.platform.db.session() as session:  # only the job's report token may post
+        row = session.get(WorkloadRow, job.id)
+        assert row is not None and row.report_token
+        report_token = "baige_run_" + row.report_token
     answer = httpx.post(
         f"{running.url}/v1/jobs/{job.id}/runtime-events",
         json={"node": client.nodes()[0].name, "events": events},
-        headers={"Authorization": f"Bearer {client.token}"},
+        headers={"Authorization": f"Bearer {report_token}"},
     )
     assert answer.status_code == 200, answer.text
     page = browser.new_page(viewport={"width": 1400, "height": 900})
@@ -203,13 +211,90 @@ def test_a_tenant_sees_only_its_own_jobs(browser, make_platform, sqlite_url: str
     page.close()
 
 
+def test_a_newcomers_pages(browser, make_platform, sqlite_url: str) -> None:
+    """What a new user meets on a 16-card cluster: a job that can never fit says so, the
+    why-work-waits list names the jobs, the chart has a time axis and agrees with the cards,
+    a job page shows its command and spec, a command that cannot start says why."""
+    from baige.api import load_specs  # noqa: PLC0415
+
+    running = make_platform(sqlite_url)
+    client = running.client()
+    busy = client.submit(
+        load_specs(
+            JOB.replace("from-the-page", "busy").replace("range(8)", "range(600)")
+            .replace("count: 1", "count: 8")
+        )[0]
+    )  # fmt: skip
+    huge = client.submit(
+        load_specs(
+            JOB.replace("from-the-page", "too-big").replace("replicas: 1", "replicas: 3")
+            .replace("count: 1", "count: 8")
+        )[0]
+    )  # fmt: skip
+    typo = client.submit(
+        load_specs(
+            JOB.replace("from-the-page", "typo").replace(
+                JOB.splitlines()[-1], "command: [trian.py, --steps, '10']"
+            )
+        )[0]
+    )
+    service = client.submit_file(Path(__file__).parents[2] / "examples" / "inference-toy.yaml")[0]
+    assert wait_for(lambda: client.job(busy.id).phase == "running")
+    assert wait_for(lambda: client.job(huge.id).reason_code == "NeverFits")
+    assert wait_for(lambda: client.job(typo.id).phase == "failed")
+    view = client.job(huge.id)
+    assert view.phase == "pending"  # nodes may be added: it waits, but says it cannot fit now
+    assert "needs 24 h100 cards in one gang; the whole cluster has 16" in view.reason
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    login(page, running.url, client.token or "")
+    page.wait_for_selector(f"#waiting a[href='#/jobs/{huge.id}']")
+    assert "NeverFits" in page.inner_text("#waiting")
+    window = page.inner_text("#chart-window")
+    assert "since the first sample" in window or "last" in window, window
+    assert page.locator("svg.chart text").count() >= 4  # time and card labels
+    cards = page.inner_text(".card .big")
+    chart = page.text_content("svg.chart") or ""
+    assert f"now: {cards.split(' / ')[0]} allocated" in chart, (cards, chart)  # the chart ends
+    shot(page, "overview-waiting")  # where the cards are
+    page.goto(f"{running.url}/#/jobs/{huge.id}")
+    page.wait_for_selector("#why:has-text('can never be placed')")
+    assert page.inner_text("#command").startswith("python3 -c \"import time; [print('step'")
+    page.click("#spec summary")
+    assert "replicas: 3" in page.inner_text("pre.spec")
+    shot(page, "job-never-fits")
+    page.goto(f"{running.url}/#/jobs/{busy.id}")
+    page.wait_for_selector("p .phase.running")
+    assert "admitted: admitted" not in page.inner_text("#why").lower()
+    shot(page, "job-admitted")
+    page.goto(f"{running.url}/#/jobs/{typo.id}")
+    page.wait_for_selector("p .phase.failed")
+    page.wait_for_selector("#logs:has-text('cannot start')", timeout=10_000)
+    assert "trian.py --steps 10" in page.inner_text("#command")
+    shot(page, "job-cannot-start")
+    page.click("a[href='#/services']")
+    page.wait_for_selector("td:has-text('toy-chat')")
+    shot(page, "services")
+    page.goto(f"{running.url}/#/services/{service.id}")
+    page.wait_for_selector("h1:has-text('toy-chat')")
+    shot(page, "service")
+    page.click("a[href='#/submit']")
+    page.wait_for_selector("#spec")
+    shot(page, "submit")
+    for job in (busy, huge):
+        client.cancel(job.id)
+    client.cancel(service.id)
+    page.close()
+
+
 def test_metrics_parse_and_count(make_platform, sqlite_url: str) -> None:
     running = make_platform(sqlite_url)
     client = running.client()
     client.submit_file(Path(__file__).parents[2] / "examples" / "train-cpu.yaml")
     wait_for(lambda: client.jobs()[0].phase in ("running", "succeeded"))
-    text = httpx.get(f"{running.url}/metrics").text
-    families = {f.name: f for f in text_string_to_metric_families(text)}
+    prometheus = client.create_token("prometheus", None, metrics=True).token
+    text = httpx.get(f"{running.url}/metrics", headers={"Authorization": f"Bearer {prometheus}"})
+    assert text.status_code == 200, text.text
+    families = {f.name: f for f in text_string_to_metric_families(text.text)}
     cards = {
         (s.labels["type"], s.labels["state"]): s.value
         for s in families["baige_accelerators"].samples

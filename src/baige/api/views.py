@@ -9,6 +9,7 @@ __all__ = [
     "EventView",
     "NodeView",
     "OverviewView",
+    "PendingRef",
     "QueueUsage",
     "QueueView",
     "ReplicaView",
@@ -148,6 +149,17 @@ class SamplePoint(BaseModel):
     allocated: float
     running: float
     pending: int
+    live: bool = Field(
+        default=False, description="computed now from the same state as the cards, not stored"
+    )
+
+
+class PendingRef(BaseModel):
+    """A pending workload named in the overview's why-work-waits list."""
+
+    id: str
+    name: str
+    kind: str
 
 
 class TrainingRuntime(BaseModel):
@@ -170,9 +182,16 @@ class OverviewView(BaseModel):
     nodes: dict[str, int]
     workloads: dict[str, int] = Field(description="by phase, only what the caller may see")
     pending_reasons: dict[str, int]
+    pending_workloads: dict[str, list[PendingRef]] = Field(
+        default_factory=dict, description="per reason code, the oldest pending workloads (<= 20)"
+    )
     restarts: int
     faults: list[EventView]
     history: list[SamplePoint]
+    history_since: float | None = Field(
+        default=None, description="start of the window history covers (hours back from now)"
+    )
+    now: float | None = Field(default=None, description="server time the overview was made")
     training: list[TrainingRuntime] = Field(
         default_factory=list, description="running jobs that report through baige run"
     )

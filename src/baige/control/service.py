@@ -24,6 +24,7 @@ from baige.api.views import (
     EventView,
     NodeView,
     OverviewView,
+    PendingRef,
     QueueUsage,
     QueueView,
     ReplicaView,
@@ -598,12 +599,16 @@ class ControlService:
                 WorkloadRow.name,
                 WorkloadRow.queue,
                 WorkloadRow.runtime,
+                WorkloadRow.kind,
+                WorkloadRow.created_at,
             )
             if not who.admin:
                 query = query.where(WorkloadRow.tenant == who.tenant)
             training: list[TrainingRuntime] = []
+            waiting: dict[str, list[tuple[float, PendingRef]]] = defaultdict(list)
             rows = session.execute(query)
-            for phase, code, held, placements, restarted, wid, name, queue, figures in rows:
+            for (phase, code, held, placements, restarted, wid, name, queue, figures, kind,
+                 created) in rows:  # fmt: skip
                 if figures and phase == Phase.RUNNING.value:
                     view = runtime_view(figures, now)
                     if view is not None:
@@ -617,10 +622,14 @@ class ControlService:
                 restarts += restarted
                 if phase == Phase.PENDING.value:
                     reasons[code or "NotConsidered"] += 1
+                    ref = PendingRef(id=wid, name=name, kind=kind)
+                    waiting[code or "NotConsidered"].append((created, ref))
                 if phase in ACTIVE and held and placements:
                     for placement in placements:
                         cards = _cards(placement)
                         totals[held]["allocated"] += cards
+                        if phase == Phase.RUNNING.value:
+                            totals[held]["running"] += cards
                         where = state_of.get(str(placement.get("node")), "failed")
                         totals[held][f"allocated-{where}"] += cards
             faults_query = (
@@ -652,6 +661,20 @@ class ControlService:
                 )
                 for r in samples
             ]
+            # the cards are live, samples come every 30 s: end the chart with the cards' state
+            # so the two always agree (a fresh cluster would otherwise show only a 0 sample)
+            history.extend(
+                SamplePoint(
+                    ts=now,
+                    type=accel,
+                    capacity=t["ready"],
+                    allocated=round(t["allocated"], 3),
+                    running=round(t["running"], 3),
+                    pending=0,
+                    live=True,
+                )
+                for accel, t in sorted(totals.items())
+            )
         accelerators = [
             AcceleratorSummary(
                 type=accel,
@@ -668,6 +691,12 @@ class ControlService:
             nodes=dict(node_states),
             workloads=dict(phases),
             pending_reasons=dict(reasons),
+            pending_workloads={
+                code: [ref for _, ref in sorted(refs, key=lambda pair: pair[0])[:20]]
+                for code, refs in waiting.items()
+            },
+            history_since=since,
+            now=now,
             restarts=restarts,
             faults=faults,
             history=history,

@@ -58,7 +58,8 @@ from baige.runtime.beacon import (
 )
 from baige.runtime.events import EventLog
 from baige.runtime.faults import fired_faults, ledger_dir
-from baige.runtime.stacks import dump_stacks, stacks_path
+from baige.runtime.relay import StderrRelay, exception_line
+from baige.runtime.stacks import dump_stacks, innermost_frame, stacks_path
 from baige.runtime.watch import Hang, NoProgress, Straggler, Watch, WatchConfig
 
 __all__ = ["AgentSettings", "BaigeAgent"]
@@ -77,6 +78,7 @@ class AgentSettings:
     stop_timeout_s: int = 5
     max_node_failures: int = 0  # 0: never leave the job
     progress_every_s: float = 30.0
+    relay_stderr: bool = False  # copy ranks' stderr to the terminal, tracebacks folded away
 
 
 def _signal_name(exitcode: int) -> str | None:
@@ -154,6 +156,7 @@ class BaigeAgent(LocalElasticAgent):
         self._progress_ref: tuple[float, int] | None = None
         self._exited_first: dict[int, int] = {}
         self._worker_store: TCPStore | None = None
+        self._relay = StderrRelay() if settings.relay_stderr else None
 
     # ------------------------------------------------------------------ lifecycle hooks
 
@@ -209,6 +212,13 @@ class BaigeAgent(LocalElasticAgent):
             rank: BeaconReader(beacon_path(self.settings.beacon_dir, rank)) for rank in self._pids
         }
         self._exited_first = {}
+        if self._relay is not None:
+            stderrs = getattr(self._pcontext, "stderrs", {}) or {}
+            self._relay.follow(
+                (stderrs[w.local_rank], f"[rank{w.global_rank}]:")
+                for w in worker_group.workers
+                if stderrs.get(w.local_rank)
+            )
         self.watch.new_attempt(time.monotonic())
         self.events.emit(
             "workers_started",
@@ -238,6 +248,8 @@ class BaigeAgent(LocalElasticAgent):
         super()._restart_workers(worker_group)
 
     def close(self) -> None:
+        if self._relay is not None:
+            self._relay.close()
         self._close_readers()
         shutil.rmtree(self.settings.beacon_dir, ignore_errors=True)
 
@@ -477,17 +489,29 @@ class BaigeAgent(LocalElasticAgent):
             parts.append(f"rank {rank} (pid {self._pids.get(rank, '?')}) {how}{where}")
         tails: dict[str, str] = {}
         pc = self._pcontext
+        stderrs = getattr(pc, "stderrs", {}) if pc is not None else {}
         for rank in culprits:
             local = self._local.get(rank)
-            stderrs = getattr(pc, "stderrs", {}) if pc is not None else {}
             if local is not None and local in stderrs:
                 tail = _tail(stderrs[local])
                 if tail:
                     tails[str(rank)] = tail
+        # the terminal shows this one line, not the ranks' tracebacks: name the culprit's
+        # exception and where the full output is
+        message = "; ".join(parts) or "a worker failed"
+        raised = [
+            line for rank in sorted(culprits) if (line := exception_line(tails.get(str(rank), "")))
+        ]
+        if raised:
+            message += f": {raised[0][:300]}"
+        logs = {os.path.dirname(str(path)) for path in stderrs.values()}
+        if logs:
+            where = os.path.dirname(sorted(logs)[0])
+            message += f" (each rank's full output: {where}/<local rank>/stderr.log)"
         self._detected(
             "crash",
             tuple(sorted(culprits)),
-            "; ".join(parts) or "a worker failed",
+            message,
             exit_codes={str(r): c for r, c in sorted(failures.items())},
             signals={str(r): _signal_name(c) for r, c in sorted(culprits.items()) if c < 0},
             stderr_tail=tails,
@@ -622,8 +646,8 @@ class BaigeAgent(LocalElasticAgent):
         self.events.emit(
             "stacks", attempt=self._attempt, stacks={str(r): t for r, t in sorted(stacks.items())}
         )
-        for rank, text in sorted(stacks.items()):
-            lines = text.splitlines()
-            shown = "\n".join(lines[-40:])
-            log.warning("baige run: rank %d stacks (%s):\n%s", rank, files[rank], shown)
+        for rank, text in sorted(stacks.items()):  # one line each: the rest is in the file
+            lines = text.strip().splitlines()
+            where = innermost_frame(text) or (lines[-1] if lines else "(no stacks)")
+            log.warning("baige run: rank %d was at %s (all stacks: %s)", rank, where, files[rank])
         return stacks

@@ -125,6 +125,21 @@ def _from_control_plane() -> bool:
     )
 
 
+class _DropWorkerFailure(logging.Filter):
+    """torch's own "failed (exitcode: …) local_rank: …" and "Sending process … closing
+    signal" lines repeat the fault the agent reports in one line of its own (with the step,
+    the signal and the exception)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(("failed (exitcode", "Sending process"))
+
+
+def _quiet_torch_failure_log() -> None:
+    target = logging.getLogger("torch.distributed.elastic.multiprocessing.api")
+    if not any(isinstance(f, _DropWorkerFailure) for f in target.filters):
+        target.addFilter(_DropWorkerFailure())
+
+
 def resolve(config: RunConfig) -> RunConfig:
     """Fill in what the config leaves to the environment, and check everything that can be
     checked before starting anything (``BAIGE_FAULT`` included)."""
@@ -250,8 +265,11 @@ def run(config: RunConfig) -> RunOutcome:
     logs = DefaultLogsSpecs(
         log_dir=str(run_dir / "logs"),
         redirects=Std.ALL,
-        tee=Std.ALL if config.tee else Std.NONE,
+        # stdout is tee'd as is; stderr goes through the agent's relay, which folds the
+        # tracebacks a fault sets off in every rank (they stay whole in the log files)
+        tee=Std.OUT if config.tee else Std.NONE,
     )
+    _quiet_torch_failure_log()
     settings = AgentSettings(
         run_dir=run_dir,
         beacon_dir=beacon_dir,
@@ -259,6 +277,7 @@ def run(config: RunConfig) -> RunOutcome:
         stop_timeout_s=config.stop_timeout_s,
         max_node_failures=config.max_node_failures or 0,
         progress_every_s=config.progress_every_s,
+        relay_stderr=config.tee,
     )
     agent = BaigeAgent(
         spec,

@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["STACKS_SIGNAL", "dump_stacks", "stacks_path"]
+__all__ = ["STACKS_SIGNAL", "dump_stacks", "innermost_frame", "stacks_path"]
 
 STACKS_SIGNAL = signal.SIGUSR1
 _MAX_CHARS = 20_000
@@ -72,3 +72,20 @@ def dump_stacks(
             text = f"(no stacks written to {files[rank]} within {timeout_s:g} s)"
         out[rank] = text[-_MAX_CHARS:]
     return out
+
+
+def innermost_frame(text: str) -> str | None:
+    """Where the dumped thread was (faulthandler lists the most recent call first): the first
+    frame of the "Current thread" (the main thread, which takes the signal), else of any."""
+    current = False
+    first: str | None = None
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith(("Current thread", "Thread ")):
+            current = stripped.startswith("Current thread")
+            continue
+        if stripped.startswith("File "):
+            if current:
+                return stripped
+            first = first or stripped
+    return first

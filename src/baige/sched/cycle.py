@@ -35,8 +35,9 @@ from baige.sched.decisions import (
 )
 from baige.sched.fairness import FairOrder, queue_order_key
 from baige.sched.model import MILLI, Health, Placement, Snapshot, Workload
+from baige.sched.never_fits import TypeCapacity, never_fits, type_capacities
 from baige.sched.placement import Failure, Placer
-from baige.sched.preemption import find_victims, victim_reason
+from baige.sched.preemption import VictimPlan, find_victims, victim_reason
 from baige.sched.profile import BAIGE, Profile
 from baige.sched.quota import QuotaLedger
 from baige.sched.state import CycleState, Running
@@ -111,6 +112,7 @@ class _Cycle:
         self.holds: dict[str, list[Hold]] = {}
         self.requeued: list[Workload] = []
         self.quota_failures: dict[tuple[str, str], tuple[int, int, Failure]] = {}
+        self.capacities: dict[str, TypeCapacity] | None = None  # computed on first need
         self.stats = Counter[str]()
 
     @classmethod
@@ -348,6 +350,11 @@ class _Cycle:
                 self._admitted(outcome)
                 return True
             failures.append((accel, outcome))
+        hopeless = self._never_fits(workload, floor)
+        if hopeless is not None:
+            # no victim or reservation can help: say so, and hold nothing for it
+            self.pending[workload.id] = Pending(workload.id, Reason.NEVER_FITS, hopeless)
+            return False
         profile = self.state.profile
         if profile.preemption or profile.reclaim:
             for accel, failure in failures:
@@ -361,6 +368,21 @@ class _Cycle:
         message = "; ".join(f.message for _, f in failures) or "accepts no accelerator type"
         self.pending[workload.id] = Pending(workload.id, reason, message)
         return False
+
+    def _never_fits(self, workload: Workload, floor: int) -> str | None:
+        """Why ``workload`` could not be placed even on an empty cluster (None: it could)."""
+        state = self.state
+        if self.capacities is None:
+            self.capacities = type_capacities(slot.node for slot in state.cluster.slots)
+        ledger = state.ledger
+        limits: dict[str, list[tuple[str, int]]] = {}
+        for accel in workload.accel_types:
+            for queue in ledger.path(workload.queue):
+                limit = ledger.limit(queue, accel)
+                if limit is not None:
+                    limits.setdefault(accel, []).append((queue, limit))
+        request = state.placer.effective_request(workload)
+        return never_fits(workload.accel_types, request, floor, self.capacities, limits)
 
     def _preempt_for(self, workload: Workload, accel: str, floor: int, want: int) -> bool:
         state = self.state
@@ -381,7 +403,13 @@ class _Cycle:
             plan.undo(state)
             state.warnings.append(f"preemption for {workload.id} found room that vanished")
             return False
-        victims = tuple(run.workload.id for run in plan.preempted)
+        victims = self._record_victims(workload, accel, plan)
+        self._admitted(replace(outcome, preempted=victims))
+        return True
+
+    def _record_victims(self, workload: Workload, accel: str, plan: VictimPlan) -> tuple[str, ...]:
+        """The Preempt and Shrink decisions of ``plan``, made for ``workload``."""
+        state = self.state
         for run in plan.preempted:
             reason = victim_reason(workload, run.workload, accel, plan.entitled)
             self.decisions.append(Preempt(run.workload.id, reason, by=workload.id))
@@ -393,8 +421,7 @@ class _Cycle:
                 Shrink(victim_id, tuple(removed), len(victim.placements), reason, by=workload.id)
             )
             self.stats["shrunk"] += 1
-        self._admitted(replace(outcome, preempted=victims))
-        return True
+        return tuple(run.workload.id for run in plan.preempted)
 
     def _reserve(self, workload: Workload, floor: int, failures: list[tuple[str, Failure]]) -> bool:
         state = self.state
@@ -468,11 +495,20 @@ class _Cycle:
             workload = run.workload
             missing = workload.replicas - len(run.placements)
             per = state.per_replica(workload)
+            result: list[Placement] | None
             if not state.ledger.check(workload.queue, run.accel, per).ok:
-                continue
-            count = self._quota_max(workload, run.accel, 1, missing)
-            result = state.placer.place(workload, run.accel, count, 1, near=tuple(run.placements))
-            if isinstance(result, Failure):
+                # the quota is lent out (or the cohort is full): reclaim, as for admission
+                result = self._grow_by_preempting(run, missing)
+            else:
+                count = self._quota_max(workload, run.accel, 1, missing)
+                placed = state.placer.place(
+                    workload, run.accel, count, 1, near=tuple(run.placements)
+                )
+                if isinstance(placed, Failure):
+                    result = self._grow_by_preempting(run, count)
+                else:
+                    result = list(placed)
+            if result is None:
                 continue
             borrowing = state.ledger.check(workload.queue, run.accel, len(result) * per).borrowing
             state.allocate(run, result)
@@ -480,6 +516,27 @@ class _Cycle:
                 Grow(workload.id, tuple(result), len(run.placements), borrowing=borrowing)
             )
             self.stats["grown"] += 1
+
+    def _grow_by_preempting(self, run: Running, count: int) -> list[Placement] | None:
+        """Room for a running service's missing replicas (all of them if possible, else one)
+        taken from lower-priority work, as for a pending workload: load rising on a service
+        shrinks elastic training or preempts preemptible jobs. Gangs grow only into free
+        capacity (their floor is already running)."""
+        state = self.state
+        workload = run.workload
+        if workload.gang or not state.profile.preemption:
+            return None
+        for target in dict.fromkeys((count, 1)):
+            plan = find_victims(state, workload, run.accel, target)
+            if plan is None:
+                continue
+            result = state.placer.place(workload, run.accel, target, 1, near=tuple(run.placements))
+            if isinstance(result, Failure):  # find_victims said it fits; stay safe
+                plan.undo(state)
+                continue
+            self._record_victims(workload, run.accel, plan)
+            return list(result)
+        return None
 
     # -- the cycle ---------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ class Reason(StrEnum):
 
     QUOTA = "QuotaExceeded"
     CAPACITY = "InsufficientCapacity"
+    NEVER_FITS = "NeverFits"  # bigger than the whole cluster or its queue's limit
     TOPOLOGY = "TopologyUnsatisfiable"
     NO_NODES = "NoMatchingNodes"
     RESERVED = "Reserved"

@@ -35,7 +35,7 @@ def test_gang_all_or_nothing(replicas, gpus, free_nodes, admit):
         assert len(decision.placements) == replicas
     else:
         assert result.decisions == ()
-        assert result.pending["g"].reason is Reason.CAPACITY
+        assert result.pending["g"].reason is Reason.NEVER_FITS  # bigger than the whole cluster
 
 
 def test_failed_gang_leaks_nothing():
@@ -105,7 +105,7 @@ def test_pending_reason_lists_every_type_tried():
 def test_a_replica_bigger_than_any_node_says_so():
     snap = make_snapshot(make_cluster(2, "h100"), workloads=[make_job("w").gpus(16)])
     result = cycle(snap)
-    assert result.pending["w"].reason is Reason.NO_NODES
+    assert result.pending["w"].reason is Reason.NEVER_FITS
     assert "largest node has 8" in result.pending["w"].message
 
 

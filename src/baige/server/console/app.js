@@ -71,29 +71,83 @@ function stackedBar(parts, total) {
   return `<div class="bar">${spans}</div><div class="legend">${legend}</div>`;
 }
 
-function chart(history) {
-  if (!history.length) return `<p class="muted">No samples yet: the controller records usage every 30 s.</p>`;
+function span(seconds) {
+  const s = Math.max(0, Math.round(seconds));
+  if (s >= 3600) { const h = s / 3600; return `${+h.toFixed(h < 10 ? 1 : 0)} h`; }
+  if (s >= 60) return `${Math.round(s / 60)} min`;
+  return `${s} s`;
+}
+function hhmm(ts, seconds) {
+  const d = new Date(ts * 1000), two = (n) => String(n).padStart(2, "0");
+  return `${two(d.getHours())}:${two(d.getMinutes())}${seconds ? ":" + two(d.getSeconds()) : ""}`;
+}
+
+// Cards over time (all types summed); the last point is the live state the cards show.
+function chart(history, since, now) {
+  now = now || Date.now() / 1000;
   const byTs = new Map();
   for (const s of history) {
-    const row = byTs.get(s.ts) || { ts: s.ts, capacity: 0, allocated: 0, running: 0 };
+    const row = byTs.get(s.ts) || { ts: s.ts, capacity: 0, allocated: 0, running: 0, live: s.live };
     row.capacity += s.capacity; row.allocated += s.allocated; row.running += s.running;
     byTs.set(s.ts, row);
   }
-  const rows = [...byTs.values()];
+  const rows = [...byTs.values()].sort((a, b) => a.ts - b.ts);
+  const stored = rows.filter((r) => !r.live);
+  if (!rows.length) return `<p class="muted">No samples yet: the controller records usage every 30 s.</p>`;
+  const first = stored.length ? stored[0].ts : now;
+  const full = since != null && first - since < 120;  // samples reach back to the window's start
+  const window = full ? `last ${span(now - since)}` : stored.length
+    ? `since the first sample, ${span(now - first)} ago` : "now (the first sample comes within 30 s)";
+  const t0 = full ? since : Math.min(first, now - 20), t1 = Math.max(now, t0 + 20);
+  const w = 1000, h = 240, left = 46, right = 16, top = 14, bottom = 30;
+  const ymax = Math.max(1, ...rows.map((r) => Math.max(r.capacity, r.allocated)));
+  const x = (t) => left + (w - left - right) * (t - t0) / (t1 - t0);
+  const y = (v) => top + (h - top - bottom) * (1 - v / (ymax * 1.05));
+  // a sample holds until the next one: steps, not slopes that invent gradual change
+  const path = (key) => rows.map((r, i) => {
+    const here = `${x(r.ts).toFixed(1)},${y(r[key]).toFixed(1)}`;
+    return i ? `${x(r.ts).toFixed(1)},${y(rows[i - 1][key]).toFixed(1)} ${here}` : here;
+  }).join(" ");
+  const line = (key, color, width = 2, dash = "") => `<polyline fill="none" stroke="${color}" stroke-width="${width}"${dash ? ` stroke-dasharray="${dash}"` : ""} points="${path(key)}"/>`;
   const dots = (key, color) => rows.map((r) => `<circle cx="${x(r.ts).toFixed(1)}" cy="${y(r[key]).toFixed(1)}" r="3" fill="${color}"/>`).join("");
-  const w = 1000, h = 200, pad = 30;
-  const t0 = rows[0].ts, t1 = rows[rows.length - 1].ts || t0 + 1;
-  const ymax = Math.max(1, ...rows.map((r) => r.capacity));
-  const x = (t) => pad + (w - 2 * pad) * (t1 === t0 ? 0.5 : (t - t0) / (t1 - t0));
-  const y = (v) => h - pad + 10 - (h - pad) * v / (ymax * 1.08);
-  const line = (key, color) => `<polyline fill="none" stroke="${color}" stroke-width="2" points="${rows.map((r) => `${x(r.ts).toFixed(1)},${y(r[key]).toFixed(1)}`).join(" ")}"/>`;
-  return `<svg class="chart" viewBox="0 0 ${w} ${h + 10}" preserveAspectRatio="none">
-    ${line("capacity", "#98a2b3")}${line("allocated", "#2f5bea")}${line("running", "#12a150")}
+  const steps = [5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400];
+  const step = steps.find((st) => (t1 - t0) / st <= 8) || 86400;
+  let ticks = "";
+  for (let t = Math.ceil(t0 / step) * step; t <= t1; t += step) {
+    ticks += `<line x1="${x(t).toFixed(1)}" x2="${x(t).toFixed(1)}" y1="${top}" y2="${h - bottom}" stroke="#eef0f3"/>
+      <text x="${x(t).toFixed(1)}" y="${h - bottom + 16}" font-size="11" fill="#667085" text-anchor="middle">${hhmm(t, step < 60)}</text>`;
+  }
+  const ystep = [1, 2, 4, 5, 8, 10, 16, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 5000, 10000].find((st) => ymax / st <= 5) || Math.ceil(ymax / 5);
+  for (let v = 0; v <= ymax * 1.05; v += ystep) {
+    ticks += `<line x1="${left}" x2="${w - right}" y1="${y(v).toFixed(1)}" y2="${y(v).toFixed(1)}" stroke="#eef0f3"/>
+      <text x="${left - 6}" y="${(y(v) + 4).toFixed(1)}" font-size="11" fill="#667085" text-anchor="end">${v}</text>`;
+  }
+  const last = rows[rows.length - 1];
+  return `<svg class="chart" viewBox="0 0 ${w} ${h}" role="img" aria-label="cards over ${esc(window)}">
+    ${ticks}<line x1="${left}" x2="${w - right}" y1="${h - bottom}" y2="${h - bottom}" stroke="#98a2b3"/>
+    <polygon fill="#2f5bea" fill-opacity="0.12" points="${x(rows[0].ts).toFixed(1)},${y(0).toFixed(1)} ${path("allocated")} ${x(rows[rows.length - 1].ts).toFixed(1)},${y(0).toFixed(1)}"/>
+    ${line("capacity", "#98a2b3")}${line("allocated", "#2f5bea", 4)}${line("running", "#12a150", 2, "6 4")}
     ${rows.length < 40 ? dots("capacity", "#98a2b3") + dots("allocated", "#2f5bea") + dots("running", "#12a150") : ""}
-    <text x="4" y="${y(ymax) + 4}" font-size="11" fill="#667085">${ymax}</text><text x="4" y="${y(0)}" font-size="11" fill="#667085">0</text>
-  </svg><div class="legend"><span><i style="background:#98a2b3"></i>capacity</span><span><i style="background:#2f5bea"></i>allocated</span>
-    <span><i style="background:#12a150"></i>running</span><span>cards, ${esc(clock(t0))} – ${esc(clock(t1))}</span></div>`;
+    <text x="${w - right}" y="${top + 2}" font-size="11" fill="#667085" text-anchor="end">now: ${+last.allocated.toFixed(2)} allocated, ${+last.capacity.toFixed(2)} schedulable</text>
+  </svg><div class="legend"><span><i style="background:#98a2b3"></i>capacity (schedulable cards)</span><span><i style="background:#2f5bea"></i>allocated</span>
+    <span><i style="background:#12a150"></i>running (dashed)</span><span id="chart-window">cards, ${esc(window)} (${esc(hhmm(t0))}–${esc(hhmm(now))}; sampled every 30 s, last point live)</span></div>`;
 }
+
+const REASONS = {
+  NeverFits: "bigger than the whole cluster or its queue's limit: waits until nodes or quota are added",
+  InsufficientCapacity: "not enough free cards right now",
+  QuotaExceeded: "its queue is at its quota or limit",
+  TopologyUnsatisfiable: "no topology domain has room for the whole gang",
+  NoMatchingNodes: "no node matches its type, pool or selector",
+  Reserved: "next in line: cards are being held for it",
+  BlockedByReservation: "free cards are held for a job ahead of it",
+  BlockedByQueueHead: "waits behind an earlier job in a strict-FIFO queue",
+  UnknownQueue: "its queue does not exist",
+  NotConsidered: "not looked at by the scheduler yet",
+  Restarting: "waiting to be placed again after a failure",
+  Preempted: "stopped to make room; waits to be placed again",
+  Evicted: "moved off a draining node; waits to be placed again",
+};
 
 async function renderOverview() {
   const o = await api("/v1/overview");
@@ -102,11 +156,16 @@ async function renderOverview() {
       ${stackedBar([["allocated", a.allocated], ["idle", a.idle], ["failed", a.failed], ["cordoned", a.cordoned]], a.total)}</div>`).join("")
     || `<div class="card muted">No accelerators registered yet.</div>`;
   const phases = Object.entries(o.workloads).map(([k, v]) => `${phase(k)} ${v}`).join(" &nbsp; ") || "none";
-  const reasons = Object.entries(o.pending_reasons).map(([k, v]) => `<tr><td>${esc(k)}</td><td>${v}</td></tr>`).join("");
+  const waiting = o.pending_workloads || {};
+  const reasons = Object.entries(o.pending_reasons).map(([k, v]) => {
+    const refs = (waiting[k] || []).map((r) => `<a href="#/${r.kind === "InferenceService" ? "services" : "jobs"}/${encodeURIComponent(r.id)}" title="${esc(r.id)}">${esc(r.name)}</a>`);
+    const more = v > refs.length ? ` <span class="muted">and ${v - refs.length} more</span>` : "";
+    return `<tr><td><b>${esc(k)}</b>${REASONS[k] ? `<div class="muted">${esc(REASONS[k])}</div>` : ""}</td><td>${v}</td><td>${refs.join(", ")}${more}</td></tr>`;
+  }).join("");
   const nodes = Object.entries(o.nodes).map(([k, v]) => `${phase(k)} ${v}`).join(" &nbsp; ") || "none";
   const faults = o.faults.map((e) => `<tr><td>${esc(clock(e.ts))}</td><td>${esc(e.object_id)}</td><td>${esc(e.type)}</td><td class="reason">${esc(e.message)}</td></tr>`).join("");
   main.innerHTML = `<h1>Overview</h1><div class="grid">${cards}</div>
-    <h2>Allocation over the last hours</h2>${chart(o.history)}
+    <h2>Cards allocated over time</h2>${chart(o.history, o.history_since, o.now)}
     <div class="grid" style="margin-top:14px">
       <div class="card"><div class="muted">Workloads</div><p>${phases}</p><div class="muted">restarts so far: ${o.restarts}</div></div>
       <div class="card"><div class="muted">Nodes</div><p>${nodes}</p></div>
@@ -115,7 +174,7 @@ async function renderOverview() {
         : `<p class="muted">Reported by jobs started with <code>baige run</code>; none reporting yet.</p>`}</div>
     </div>
     ${o.training.length ? `<h2>Training progress (lowest effective time first)</h2><table><tr><th>job</th><th>queue</th><th>ETTR</th><th>step</th><th>steps/s</th><th>restarts</th><th>lost steps</th></tr>${o.training.map((t) => `<tr><td><a href="#/jobs/${encodeURIComponent(t.id)}">${esc(t.name)}</a></td><td>${esc(t.queue)}</td><td>${t.ettr != null ? pct(t.ettr) : ""}</td><td>${t.last_step}</td><td>${t.steps_per_s != null ? t.steps_per_s.toFixed(2) : ""}</td><td>${t.restarts}</td><td>${t.lost_steps}</td></tr>`).join("")}</table>` : ""}
-    <h2>Why work is waiting</h2>${reasons ? `<table><tr><th>reason</th><th>workloads</th></tr>${reasons}</table>` : `<p class="muted">Nothing is pending.</p>`}
+    <h2>Why work is waiting</h2>${reasons ? `<table id="waiting"><tr><th>reason</th><th>count</th><th>workloads (oldest first)</th></tr>${reasons}</table>` : `<p class="muted">Nothing is pending.</p>`}
     <h2>Open faults (last 6 hours)</h2>${faults ? `<table><tr><th>time</th><th>object</th><th>what</th><th>message</th></tr>${faults}</table>` : `<p class="muted">No faults.</p>`}`;
 }
 
@@ -203,22 +262,63 @@ function runtimeCard(rt) {
   </div>`;
 }
 
+// "Admitted" + "admitted (backfilled): …" reads as one phrase, not "Admitted: admitted: …".
+function why(code, reason) {
+  const text = String(reason || "");
+  const lower = text.toLowerCase(), c = String(code || "").toLowerCase();
+  if (!code) return esc(text);
+  if (!text) return `<b>${esc(code)}</b>`;
+  if (c && (lower.startsWith(c + ":") || lower.startsWith(c + " ") || lower.startsWith(c + "("))) {
+    return `<b>${esc(code)}</b>${esc(text.slice(c.length))}`;
+  }
+  return `<b>${esc(code)}</b> — ${esc(text)}`;
+}
+
+function shellWord(word) {
+  const w = String(word);
+  if (/^[\w@%+=:,./-]+$/.test(w)) return w;
+  if (w.includes("'") && !/["$`\\!]/.test(w)) return `"${w}"`;
+  return `'${w.replace(/'/g, "'\\''")}'`;
+}
+
+// Specs are small trees of scalars, lists and maps: YAML-ish text, readable at a glance.
+function yamlish(value, indent = "") {
+  const scalar = (v) => (v === null || v === undefined ? "null" : typeof v === "string"
+    ? (/^[\w./@:+-][\w ./@:+,=-]*$/.test(v) && !/^(true|false|null|yes|no|[\d.]+)$/i.test(v) ? v : JSON.stringify(v)) : String(v));
+  if (Array.isArray(value)) {
+    if (!value.length) return "[]";
+    if (value.every((v) => v === null || typeof v !== "object")) return `[${value.map(scalar).join(", ")}]`;
+    return value.map((v) => `\n${indent}- ${yamlish(v, indent + "  ").replace(/^\n\s*/, "")}`).join("");
+  }
+  if (value && typeof value === "object") {
+    const entries = Object.entries(value).filter(([, v]) => v !== null && v !== undefined);
+    if (!entries.length) return "{}";
+    return entries.map(([k, v]) => {
+      const inner = yamlish(v, indent + "  ");
+      return `\n${indent}${k}:${inner.startsWith("\n") ? inner : " " + inner}`;
+    }).join("");
+  }
+  return scalar(value);
+}
+
 async function renderWorkload(kind, id) {
   const w = await api(`/v1/${kind}/${encodeURIComponent(id)}`);
   const events = await api(`/v1/${kind}/${encodeURIComponent(id)}/events`);
-  const replicas = w.running_replicas.map((r) => `<tr><td>${r.index}</td><td>${esc(r.node)}</td><td>${esc(r.devices.join(","))}${r.share !== 1 ? ` × ${r.share}` : ""}</td>
+  const replicas = w.running_replicas.map((r) => `<tr><td>${r.index}</td><td>${esc(r.node)}</td><td>${esc(r.devices.join(","))}${r.share !== 1 ? ` <span class="muted">(${r.share} of a card)</span>` : ""}</td>
       <td>${phase(r.state)}</td><td>${r.exit_code ?? ""}</td><td>${r.port ? `127.0.0.1:${r.port}` : ""}</td></tr>`).join("");
   const ev = events.map((e) => `<tr><td>${esc(clock(e.ts))}</td><td>${esc(e.type)}</td><td class="reason">${esc(e.message)}</td></tr>`).join("");
   const active = ["pending", "admitted", "running"].includes(w.phase);
   main.innerHTML = `<h1>${esc(w.name)} <span class="muted">${esc(w.id)}</span></h1>
     <p>${phase(w.phase)} in queue <b>${esc(w.queue)}</b>, ${size(w)}, replica restarts ${w.restarts}${w.exit_code != null ? `, exit code ${w.exit_code}` : ""}</p>
-    <p class="reason" id="why">${esc(w.reason_code)}: ${esc(w.reason)}</p>
+    <p class="reason" id="why">${why(w.reason_code, w.reason)}</p>
+    ${w.spec.command ? `<div class="field"><span class="muted">command</span> <code id="command">${esc((w.spec.command || []).map(shellWord).join(" "))}</code></div>` : ""}
+    <details id="spec"><summary>Spec (as submitted)</summary><pre class="spec">${esc(yamlish(w.spec).replace(/^\n/, ""))}</pre></details>
     ${runtimeCard(w.runtime)}
     <div class="toolbar">${active ? `<button class="danger" id="cancel">Cancel</button>` : ""}
       ${kind === "services" && active ? `<input id="replicas" type="number" min="0" value="${w.replicas}" style="width:80px"><button id="scale">Scale</button>` : ""}
       <span class="error" id="action-error"></span></div>
     <h2>Replicas</h2>${replicas ? `<table><tr><th>#</th><th>node</th><th>devices</th><th>state</th><th>exit</th><th>endpoint</th></tr>${replicas}</table>` : `<p class="muted">No replicas yet.</p>`}
-    <h2>Logs</h2><pre class="logs" id="logs"></pre>
+    <h2>Logs</h2><pre class="logs" id="logs" data-placeholder="1">${w.phase === "pending" && !replicas ? "(nothing yet: no replica has started)" : ""}</pre>
     <h2>Events</h2><table><tr><th>time</th><th>event</th><th>message</th></tr>${ev}</table>`;
   const act = async (path, body) => {
     try { await api(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: body && JSON.stringify(body) }); route(); }
@@ -243,6 +343,7 @@ async function tailLogs(kind, id, follow) {
     for (;;) {
       const { value, done } = await reader.read();
       if (done) break;
+      if (pre.dataset.placeholder) { pre.textContent = ""; delete pre.dataset.placeholder; }
       pre.textContent += decoder.decode(value, { stream: true });
       pre.scrollTop = pre.scrollHeight;
     }
