@@ -177,3 +177,37 @@ def test_preemption_switch_off():
     snap = make_snapshot(NODES, workloads=[*full_cluster(), make_job("hi").gpus(8).priority(9)])
     result = cycle(snap, BAIGE.with_overrides({"preemption": False, "reclaim": False}))
     assert preempted(result) == set()
+
+
+def test_a_running_service_scaled_up_shrinks_elastic_training():
+    """Load rose: the autoscaler asked a running service for 3 replicas where it has 1, and
+    the cluster is full of elastic training. The service grows by shrinking the training
+    (one decision cycle), as a pending service would have."""
+    queues = [make_queue("serve", h100=24), make_queue("train", h100=0)]
+    service = (
+        make_job("svc").queue("serve").inference().gpus(8).replicas(3)
+        .running(H, [("h100-0000", range(8))])
+    )  # fmt: skip
+    training = (
+        make_job("train").queue("train").gpus(8).replicas(4).elastic(1)
+        .running(H, [(f"h100-{i:04d}", range(8)) for i in (1, 2, 3)])
+    )  # fmt: skip
+    result = cycle(make_snapshot(NODES, queues, [training, service]), now=10)
+    assert grown(result) == {"svc": 3}
+    assert shrunk(result) == {"train": 1}
+    shrink = next(d for d in result.decisions if isinstance(d, Shrink))
+    assert shrink.by == "svc"
+
+
+def test_a_running_service_does_not_preempt_what_it_may_not():
+    queues = [make_queue("serve", h100=8), make_queue("train", h100=24)]
+    service = (
+        make_job("svc").queue("serve").inference().gpus(8).replicas(3)
+        .running(H, [("h100-0000", range(8))])
+    )  # fmt: skip
+    training = (
+        make_job("train").queue("train").gpus(8).replicas(3).preemptible(False)
+        .running(H, [(f"h100-{i:04d}", range(8)) for i in (1, 2, 3)])
+    )  # fmt: skip
+    result = cycle(make_snapshot(NODES, queues, [training, service]), now=10)
+    assert grown(result) == {} and preempted(result) == set() and shrunk(result) == {}
