@@ -44,10 +44,15 @@ def plan(
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     top: Annotated[int, typer.Option("--top", "-k", min=1, max=50, help="Plans to show.")] = 5,
     software: Annotated[
-        str, typer.Option(help="Training software profile: megatron-core or megatron-2021.")
+        str,
+        typer.Option(
+            help="Training software: megatron-core, megatron-2022, megatron-2021, meta-llama3, "
+            "torchtitan-fsdp2, or a kind: Software YAML file."
+        ),
     ] = "megatron-core",
     tp: Annotated[int | None, typer.Option("--tp", min=1, help="Fix tensor parallelism.")] = None,
     pp: Annotated[int | None, typer.Option("--pp", min=1, help="Fix pipeline stages.")] = None,
+    dp: Annotated[int | None, typer.Option("--dp", min=1, help="Fix data parallelism.")] = None,
     cp: Annotated[int | None, typer.Option("--cp", min=1, help="Fix context parallelism.")] = None,
     ep: Annotated[int | None, typer.Option("--ep", min=1, help="Fix expert parallelism.")] = None,
     micro_batch: Annotated[
@@ -56,19 +61,47 @@ def plan(
     recompute: Annotated[
         RecomputeChoice | None, typer.Option(help="Fix activation recomputation.")
     ] = None,
+    recompute_layers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Fix how many layers per stage full recomputation covers (the rest keep "
+            "their activations; implies --recompute full).",
+        ),
+    ] = None,
+    interleave: Annotated[
+        int | None,
+        typer.Option(min=1, help="Fix the model chunks per pipeline stage (1 = plain 1F1B)."),
+    ] = None,
+    distributed_optimizer: Annotated[
+        bool | None,
+        typer.Option(
+            "--distributed-optimizer/--no-distributed-optimizer",
+            help="Fix whether optimizer states are sharded over data-parallel ranks.",
+            show_default=False,
+        ),
+    ] = None,
+    last_stage_layers: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Fix the layers on the last pipeline stage (the rest split evenly)."
+        ),
+    ] = None,
 ) -> None:
     """Search parallel strategies (TP/PP/DP/CP/EP, micro-batch, recomputation, interleaving,
-    and on mixed clusters the split of stages and batch across chip types) and print the best,
-    with predicted iteration time, tokens/s, MFU, memory per card and bottleneck."""
+    distributed optimizer, layer split, and on mixed clusters the split of stages and batch
+    across chip types) and print the best, with predicted iteration time, tokens/s, MFU,
+    memory per card, bottleneck and what sets each plan apart from the best. Any field can be
+    fixed; fixing them all evaluates one strategy."""
     # imported here so that `baige --help` does not pay for numpy
     from baige.api.loader import SpecError  # noqa: PLC0415
     from baige.plan import (  # noqa: PLC0415
         Constraints,
         PlanError,
         Recompute,
-        get_software,
         load_cluster,
         load_model,
+        load_software,
         notes,
         report_dict,
         tables,
@@ -76,7 +109,7 @@ def plan(
     from baige.plan import plan as make_plan  # noqa: PLC0415
 
     try:
-        sw = get_software(software)
+        sw = load_software(software)
         spec = load_model(model)
         chips = load_cluster(cluster)
     except SpecError as err:
@@ -86,10 +119,15 @@ def plan(
     limits = Constraints(
         tp=tp,
         pp=pp,
+        dp=dp,
         cp=cp,
         ep=ep,
         micro_batch=micro_batch,
         recompute=None if recompute is None else Recompute[recompute.value.upper()],
+        interleave=interleave,
+        distributed_optimizer=distributed_optimizer,
+        last_stage_layers=last_stage_layers,
+        recompute_layers=recompute_layers,
     )
     try:
         report = make_plan(spec, chips, sw, batch, top_k=top, limits=limits)

@@ -4,8 +4,9 @@ Given a transformer, a global batch and a cluster, it searches data/tensor/pipel
 expert parallel degrees, micro-batching, recomputation, interleaving and — on a mixed
 cluster — the assignment of pipeline stages to chip types, the non-uniform split of layers
 and per-type batch shares, using an analytic cost model (:mod:`baige.plan.cost`) whose one
-free parameter is calibrated on one published measurement and checked against the rest
-(docs/plan.md). Pure: no clock, no I/O, except :mod:`baige.plan.loader`, which reads YAML.
+fitted figure per chip family (:mod:`baige.plan.efficiency`) is fitted over published
+measurements from several sources and checked row by row (docs/plan.md). Pure: no clock,
+no I/O, except :mod:`baige.plan.loader`, which reads YAML.
 """
 
 from baige.plan.calibrate import calibrate_efficiency
@@ -17,8 +18,16 @@ from baige.plan.cluster import (
     MissingFigureError,
     resolve_group,
 )
+from baige.plan.efficiency import FAMILIES, ChipEfficiency, chip_efficiency
 from baige.plan.estimate import Estimate, PlanError, check_strategy, estimate, evaluate
-from baige.plan.loader import load_cluster, load_model, parse_cluster, parse_model
+from baige.plan.loader import (
+    load_cluster,
+    load_model,
+    load_software,
+    parse_cluster,
+    parse_model,
+    parse_software,
+)
 from baige.plan.mixed import Alone, MixedPlan, MixedResult, plan_mixed
 from baige.plan.mixed_data import DataParallelPlan, GroupShare
 from baige.plan.mixed_pipeline import PipelinePlan, StagePlan
@@ -26,17 +35,31 @@ from baige.plan.model import PRESETS, ModelSpec, UnknownModelError, get_preset, 
 from baige.plan.planner import PlanReport, plan
 from baige.plan.report import Table, notes, report_dict, tables
 from baige.plan.search import Constraints, NoPlanError, SearchResult, search
-from baige.plan.software import MEGATRON_2021, MEGATRON_CORE, SOFTWARE, Software, get_software
+from baige.plan.software import (
+    MEGATRON_2021,
+    MEGATRON_2022,
+    MEGATRON_CORE,
+    META_LLAMA3,
+    SOFTWARE,
+    TORCHTITAN_FSDP2,
+    Software,
+    get_software,
+)
 from baige.plan.strategy import Recompute, Strategy
 
 __all__ = [
     "DEFAULT_EFFICIENCY",
+    "FAMILIES",
     "MEGATRON_2021",
+    "MEGATRON_2022",
     "MEGATRON_CORE",
+    "META_LLAMA3",
     "PRESETS",
     "SOFTWARE",
+    "TORCHTITAN_FSDP2",
     "Alone",
     "Candidates",
+    "ChipEfficiency",
     "ChipGroup",
     "Cluster",
     "Constraints",
@@ -60,15 +83,18 @@ __all__ = [
     "UnknownModelError",
     "calibrate_efficiency",
     "check_strategy",
+    "chip_efficiency",
     "estimate",
     "evaluate",
     "get_preset",
     "get_software",
     "load_cluster",
     "load_model",
+    "load_software",
     "notes",
     "parse_cluster",
     "parse_model",
+    "parse_software",
     "plan",
     "plan_mixed",
     "preset_names",

@@ -1,8 +1,11 @@
-"""Calibrating the one free parameter of the cost model from one measured run.
+"""Calibrating the cost model's fitted figure from one measured run of your own.
 
-Everything else in the model is a published figure or a stated constant; the fraction of peak
-that large matrix multiplies reach on a given chip and software stack is not, so it is
-fitted — from exactly one measurement, so that every other prediction stays a prediction.
+Everything else in the model is a published figure, a kernel paper's figure or a stated
+constant; the fraction of peak that large matrix multiplies reach on a given chip and
+software stack is not. The shipped values (:mod:`baige.plan.efficiency`) are fitted over many
+published tables per chip family; a team with one measured run on its own cluster can fit it
+for that cluster here — from exactly one measurement, so that every other prediction stays a
+prediction.
 """
 
 from __future__ import annotations

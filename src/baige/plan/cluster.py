@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from baige.hw.catalog import get_chip
+from baige.plan.efficiency import GEMM_EFFICIENCY, chip_efficiency
 
 __all__ = [
     "DEFAULT_EFFICIENCY",
@@ -21,14 +22,12 @@ __all__ = [
     "resolve_group",
 ]
 
-DEFAULT_EFFICIENCY = 0.734
-"""Achievable fraction of peak BF16 throughput for the large matrix multiplies of training.
-
-Calibrated once, on the 18.4B row of Megatron-LM's SC'21 Table 1 (A100, TP=8, PP=1: compute
-and tensor-parallel traffic, no pipeline bubble); ``tests/unit/plan/test_validation.py``
-recomputes it and fails if the cost model drifts from this constant. It applies to every chip
-unless a cluster file gives ``efficiency`` for a group, which is what a user with one measured
-run on their own chips should do (``baige.plan.calibrate_efficiency``).
+DEFAULT_EFFICIENCY = GEMM_EFFICIENCY
+"""Achievable fraction of peak BF16 throughput for the large matrix multiplies of training:
+the cost model's one fitted figure, fitted over every published table in data/published/ at
+once (see :mod:`baige.plan.efficiency`, which also holds the per-family attention figures).
+A cluster file's ``efficiency`` overrides it, which is what a user with one measured run on
+their own chips should do (``baige.plan.calibrate_efficiency``).
 """
 
 _REFERENCE_CHIP = "a100-80g"  # the chip whose bandwidth-to-compute ratio stands in for unknowns
@@ -63,12 +62,14 @@ class ChipGroup:
     scale_up_gbs: float
     nic_gbps: float
     assumptions: tuple[str, ...] = ()
+    attention_efficiency: float = 0.60
 
     def __post_init__(self) -> None:
         if self.count < 1 or self.cards_per_node < 1:
             raise ValueError("count and cards_per_node must be at least 1")
-        if not 0 < self.efficiency <= 1:
-            raise ValueError(f"efficiency must be in (0, 1], got {self.efficiency}")
+        for name in ("efficiency", "attention_efficiency"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
 
     @property
     def nodes(self) -> int:
@@ -209,16 +210,26 @@ def resolve_group(
             )
         scale_up_gbs = spec.scale_up_gbs.value
 
+    table, own = chip_efficiency(spec.key)
+    if efficiency is None:
+        efficiency = table.gemm
+        if not own:
+            assumptions.append(
+                f"{spec.key}: no measured GEMM efficiency for this chip family; assumed the "
+                f"A100's {table.gemm:g} of peak. Set efficiency for this group from one run "
+                "of your own."
+            )
     return ChipGroup(
         chip=spec.key,
         name=spec.name,
         count=count,
         cards_per_node=cards_per_node,
         peak_tflops=peak_tflops,
-        efficiency=DEFAULT_EFFICIENCY if efficiency is None else efficiency,
+        efficiency=efficiency,
         memory_gb=memory_gb,
         memory_bandwidth_tbs=memory_bandwidth_tbs,
         scale_up_gbs=scale_up_gbs,
         nic_gbps=nic_gbps,
         assumptions=tuple(assumptions),
+        attention_efficiency=table.attention,
     )

@@ -33,6 +33,7 @@ __all__ = [
     "collective_time",
     "hardware_flops_per_sequence",
     "layer_time",
+    "linear_time",
     "stage_extras",
 ]
 
@@ -81,6 +82,31 @@ def _link(group: ChipGroup, span: npt.ArrayLike) -> FloatArray:
     return np.where(inside, group.intra_bytes_per_s, group.inter_bytes_per_s)
 
 
+def linear_time(
+    model: ModelSpec, group: ChipGroup, sw: Software, tokens: FloatArray, tp: FloatArray
+) -> FloatArray:
+    """Forward seconds of a layer's four weight GEMMs (QKV, output projection, FFN in, FFN
+    out), each at the slower of its compute time (``efficiency`` × peak) and the time to
+    stream its BF16 operands and result through HBM (a roofline): skinny multiplies — few
+    tokens per card, or a weight split many ways — become bandwidth-bound."""
+    h = model.hidden
+    f = model.mean_ffn_width
+    mem_rate = group.memory_bytes_per_s * sw.memory_efficiency
+    flops_rate = group.flops_per_s * group.efficiency
+    shapes = (  # (k, n) of each GEMM, per tensor rank; m = tokens
+        (h, (model.q_dim + 2.0 * model.kv_dim) / tp),
+        (model.q_dim / tp, h),
+        (h, (model.mlp_matrices - 1.0) * f / tp),
+        (f / tp, h),
+    )
+    total = np.zeros_like(np.asarray(tokens, dtype=np.float64))
+    for k, n in shapes:
+        flops = 2.0 * tokens * k * n
+        moved = 2.0 * (tokens * k + k * n + tokens * n)
+        total = total + np.maximum(flops / flops_rate, moved / mem_rate)
+    return total
+
+
 @dataclass(frozen=True, slots=True)
 class LayerTime:
     """Seconds one transformer layer takes per micro-batch on a card, forward + backward
@@ -102,9 +128,11 @@ def layer_time(model: ModelSpec, group: ChipGroup, sw: Software, c: Candidates) 
     """One (average) layer's time per micro-batch.
 
     * Matrix multiplies: 2 FLOPs per weight per token (QKV, output projection, FFN over the
-      active width), plus 4·s·q_dim per token for attention scores (halved when flash
-      attention skips the causally masked half), all split ``tp`` ways; tokens per card are
-      micro_batch·s/cp. Backward costs twice the forward.
+      active width), each GEMM at the slower of ``efficiency`` × peak and streaming its
+      operands (:func:`linear_time`), plus 4·s·q_dim per token for attention scores (halved
+      when flash attention skips the causally masked half, and then at the chip's
+      ``attention_efficiency``), all split ``tp`` ways; tokens per card are micro_batch·s/cp.
+      Backward costs twice the forward.
     * Bandwidth-bound kernels: 12 passes over hidden-sized tensors (replicated across tensor
       ranks unless sequence parallelism splits them), the FFN activation (2 passes GELU,
       3 SwiGLU), MoE token permutation (4·top_k), and 4.5 passes over the s×s scores when
@@ -113,7 +141,8 @@ def layer_time(model: ModelSpec, group: ChipGroup, sw: Software, c: Candidates) 
     * Tensor parallelism: per pass, 4 collectives of micro_batch·s/cp·h·2 bytes with an
       all-reduce's volume in total (2 all-reduces, or 2 all-gathers + 2 reduce-scatters with
       sequence parallelism) over the scale-up link; passes = forward, backward, and the
-      recomputed forward.
+      recomputed forward; with sequence parallelism backward gathers the layer-norm outputs
+      again (half a pass more).
     * Context parallelism (ring attention): each card receives cp − 1 chunks of K and V
       forward, and sends as much dK, dV back (2×) backward.
     * Expert parallelism: dispatch and combine all-to-alls of top_k copies of each token's
@@ -121,18 +150,20 @@ def layer_time(model: ModelSpec, group: ChipGroup, sw: Software, c: Candidates) 
     """
     tp = c.tp.astype(np.float64)
     cp = c.cp.astype(np.float64)
-    full = (c.rc == int(Recompute.FULL)).astype(np.float64)
+    full = c.recompute_fraction  # share of layers recomputed in full (0 … 1)
     selective = c.rc == int(Recompute.SELECTIVE)
     h = model.hidden
     s = model.seq_len
     tokens = c.mb * (s / cp)
-    flops_rate = group.flops_per_s * group.efficiency
     mem_rate = group.memory_bytes_per_s * sw.memory_efficiency
     width = model.mean_ffn_width
 
-    linear = 2.0 * tokens * (model.attention_params + model.mlp_matrices * h * width) / tp
     causal = 0.5 if sw.flash_attention else 1.0
     attention = 4.0 * tokens * s * model.q_dim / tp * causal
+    # flash attention runs at its own (lower) fraction of peak; unfused score GEMMs are GEMMs
+    attention_rate = group.flops_per_s * (
+        group.attention_efficiency if sw.flash_attention else group.efficiency
+    )
     rep_div = tp if sw.sequence_parallel else 1.0
     moe_share = model.moe_layers / model.layers
     scores = 0.0 if sw.flash_attention else _ELEMENTWISE_PASSES_SCORES * model.heads * s
@@ -142,12 +173,12 @@ def layer_time(model: ModelSpec, group: ChipGroup, sw: Software, c: Candidates) 
         + moe_share * 4.0 * model.top_k * tokens * h / tp
         + tokens * scores / tp
     )
-    fwd_gemm = (linear + attention) / flops_rate
+    fwd_gemm = linear_time(model, group, sw, tokens, tp) + attention / attention_rate
     fwd_elementwise = 2.0 * elements / mem_rate
-    core_attention = attention / flops_rate + 2.0 * tokens * scores / tp / mem_rate
+    core_attention = attention / attention_rate + 2.0 * tokens * scores / tp / mem_rate
     recompute = np.where(
         c.rc == int(Recompute.FULL),
-        fwd_gemm + fwd_elementwise,
+        full * (fwd_gemm + fwd_elementwise),
         np.where(selective, core_attention, 0.0),
     )
 
@@ -155,7 +186,10 @@ def layer_time(model: ModelSpec, group: ChipGroup, sw: Software, c: Candidates) 
     tp_pass = collective_time(c.tp, tokens * h * 2.0, intra, 2.0, sw) + np.where(
         c.tp > 1, 3 * 2.0 * np.log2(tp) * sw.collective_latency_s, 0.0
     )
-    tp_time = tp_pass * (2.0 + full) * (1.0 - sw.tp_overlap)
+    # sequence parallelism keeps only each rank's slice of the layer-norm output, so backward
+    # all-gathers it again for the weight gradients: half a pass more traffic
+    sp_regather = 0.5 if sw.sequence_parallel else 0.0
+    tp_time = tp_pass * (2.0 + full + sp_regather) * (1.0 - sw.tp_overlap)
 
     kv_chunk = 2.0 * tokens * model.kv_dim * 2.0 / tp
     cp_pass = (cp - 1.0) * kv_chunk / (_link(group, c.tp * c.cp) * sw.comm_efficiency)
@@ -245,7 +279,17 @@ def dp_time(
         )
         return np.where(dist, sharded, all_reduce)
 
-    sync_time = sync(n, dense_total) + sync(n_expert, expert_total)
+    if sw.fsdp:
+        # ZeRO-3: every micro-batch all-gathers the BF16 weights forward and again backward
+        # and reduce-scatters the gradients (PyTorch FSDP2 without gradient-sync skipping)
+        def gathered(count: npt.NDArray[np.int64], params: FloatArray) -> FloatArray:
+            gathers = 2.0 * collective_time(count, params * 2.0, link, 1.0, sw)
+            return c.m * (gathers + collective_time(count, params * grad, link, 1.0, sw))
+
+        sync_time = gathered(n, dense_total) + gathered(n_expert, expert_total)
+        dist = np.ones_like(dist)
+    else:
+        sync_time = sync(n, dense_total) + sync(n_expert, expert_total)
     owned = np.where(dist, dense_total / n + expert_total / n_expert, dense_total + expert_total)
     optimizer = (
         owned * OPTIMIZER_BYTES_PER_PARAM / (group.memory_bytes_per_s * sw.memory_efficiency)
@@ -253,10 +297,12 @@ def dp_time(
     return sync_time, optimizer
 
 
-def hardware_flops_per_sequence(model: ModelSpec, rc: npt.ArrayLike) -> FloatArray:
+def hardware_flops_per_sequence(
+    model: ModelSpec, rc: npt.ArrayLike, full_share: npt.ArrayLike = 1.0
+) -> FloatArray:
     """FLOPs actually executed per sequence: the model's, plus recomputation (full: one more
-    forward of every layer; selective: core attention again). Counted as Megatron counts
-    them, so that full recomputation on GPT reproduces the paper's
+    forward of the ``full_share`` of layers it covers; selective: core attention again).
+    Counted as Megatron counts them, so that full recomputation on GPT reproduces the paper's
     96·B·s·l·h²·(1 + s/6h + V/16lh)."""
     s = model.seq_len
     layer_linear = 2.0 * s * (model.attention_params + model.mlp_matrices * model.hidden
@@ -265,7 +311,7 @@ def hardware_flops_per_sequence(model: ModelSpec, rc: npt.ArrayLike) -> FloatArr
     rc_arr = np.asarray(rc)
     extra = np.where(
         rc_arr == int(Recompute.FULL),
-        model.layers * (layer_linear + attention),
+        np.asarray(full_share) * model.layers * (layer_linear + attention),
         np.where(rc_arr == int(Recompute.SELECTIVE), model.layers * attention, 0.0),
     )
     return model.model_flops_per_sequence() + extra

@@ -98,7 +98,10 @@ def evaluate(
     v = c.v.astype(np.float64)
     pipe = pipeline_time(m, t_max, t_sum, v)
     sync, optimizer = dp_time(model, group, sw, c)
-    exposed = sync - np.minimum(sw.dp_overlap * sync, t_max)
+    # gradient reduction hides behind the last micro-batch's backward; FSDP's per-layer
+    # gathers and reductions run beside the whole pipeline
+    window = pipe if sw.fsdp else t_max
+    exposed = sync - np.minimum(sw.dp_overlap * sync, window)
 
     last_slowest = single | (t_last >= t_other)
     layers = np.where(last_slowest, c.last, c.first) * m
@@ -173,6 +176,7 @@ class Estimate:
                 "micro_batch": s.micro_batch, "recompute": s.recompute.label,
                 "interleave": s.interleave, "distributed_optimizer": s.distributed_optimizer,
                 "last_stage_layers": s.last_stage_layers,
+                "recompute_layers": s.recompute_layers,
             },
             "description": s.describe(),
             "iteration_s": self.iteration_s,
@@ -201,7 +205,8 @@ def estimate_row(
         seq_len=model.seq_len,
         iteration_s=float(evaluation.iteration_s[i]),
         model_flops=model.model_flops_per_sequence() * global_batch,
-        hardware_flops=float(hardware_flops_per_sequence(model, rc)) * global_batch,
+        hardware_flops=float(hardware_flops_per_sequence(model, rc, float(c.recompute_fraction[i])))
+        * global_batch,
         peak_flops_per_card=group.flops_per_s,
         memory_gb=float(evaluation.memory.total[i]) / 1e9,
         states_gb=float(evaluation.memory.states[i]) / 1e9,
@@ -231,8 +236,11 @@ def check_strategy(
         )
     if group.cards_per_node % s.tp:
         problems.append(f"tp={s.tp} does not divide the {group.cards_per_node} cards of a node")
-    if s.pp * s.interleave > model.layers:
-        problems.append(f"pp·interleave = {s.pp * s.interleave} exceeds {model.layers} layers")
+    if s.pp > model.layers or s.interleave > -(-model.layers // s.pp):
+        problems.append(
+            f"pp={s.pp} × interleave={s.interleave}: a stage's chunks need at least one of "
+            f"the {model.layers} layers each"
+        )
     if model.seq_len % (2 * s.cp) and s.cp > 1:
         problems.append(f"cp={s.cp}: seq_len {model.seq_len} must split into 2·cp chunks")
     if s.ep > 1 and (not model.is_moe or model.experts % s.ep):

@@ -18,9 +18,17 @@ from baige.api.loader import SpecError, SpecProblem, read_documents
 from baige.api.yaml_errors import field_errors, line_of, node_at
 from baige.plan.cluster import ChipGroup, Cluster, MissingFigureError
 from baige.plan.model import ModelSpec, UnknownModelError, get_preset
-from baige.plan.specs import ClusterFile, ModelFile
+from baige.plan.software import Software, get_software
+from baige.plan.specs import ClusterFile, ModelFile, SoftwareFile
 
-__all__ = ["load_cluster", "load_model", "parse_cluster", "parse_model"]
+__all__ = [
+    "load_cluster",
+    "load_model",
+    "load_software",
+    "parse_cluster",
+    "parse_model",
+    "parse_software",
+]
 
 _Doc = TypeVar("_Doc", bound=BaseModel)
 
@@ -95,3 +103,18 @@ def load_model(name_or_path: str) -> ModelSpec:
 
 def load_cluster(path: str | Path) -> Cluster:
     return parse_cluster(_read(path), str(path))
+
+
+def parse_software(text: str, source: str = "<software>") -> Software:
+    spec, _ = _parse(text, source, SoftwareFile, "Software")
+    try:
+        return spec.to_software()
+    except ValueError as err:  # a combination the profile rejects (fsdp + distributed optimizer)
+        raise SpecError([SpecProblem(source, None, "", str(err))]) from None
+
+
+def load_software(name_or_path: str) -> Software:
+    """A named profile (``megatron-core``, …) or a ``Software`` YAML file by path."""
+    if Path(name_or_path).suffix.lower() in {".yaml", ".yml"} or Path(name_or_path).is_file():
+        return parse_software(_read(name_or_path), name_or_path)
+    return get_software(name_or_path)

@@ -23,6 +23,7 @@ from baige.plan.strategy import Recompute
 
 __all__ = [
     "BYTES_PER_PARAM_REPLICATED",
+    "FSDP_BYTES_PER_PARAM",
     "MemoryBreakdown",
     "activation_bytes_per_layer",
     "inflight_microbatches",
@@ -30,6 +31,9 @@ __all__ = [
     "state_bytes_per_param",
     "usable_bytes",
 ]
+
+FSDP_BYTES_PER_PARAM = 16.0
+"""FP32 weights (4), FP32 gradients (4) and Adam's two moments (8), all sharded by FSDP."""
 
 BYTES_PER_PARAM_REPLICATED = 18.0
 """BF16 weights (2) + FP32 gradient buffer (4) + FP32 master weights and Adam's two moments
@@ -73,7 +77,9 @@ def activation_bytes_per_layer(
     masks 2h); 4·q_dim + 4·kv_dim for Q, K, V and the output projection's input; 4·f (GELU) or
     6·f (SwiGLU) for the FFN, per expert a token visits; and 5·heads·s for the softmax output,
     its dropout mask and result, which flash attention never materialises and selective
-    recomputation drops. Full recomputation keeps only the layer input (2·h).
+    recomputation drops. Full recomputation keeps only the layer input (2·h) of the layers it
+    covers; when it covers only some of a stage's layers (``c.rl``), the result is the
+    per-layer average over the stage.
     """
     rc = c.rc if recompute is None else recompute
     tp = c.tp.astype(np.float64)
@@ -89,10 +95,14 @@ def activation_bytes_per_layer(
     scores = 0.0 if sw.flash_attention else 5.0 * model.heads * model.seq_len
     replicated = 10.0 * h
     rep_div = tp if sw.sequence_parallel else 1.0
-    kept_scores = np.where(rc == int(Recompute.NONE), scores, 0.0)
+    kept_scores = np.where(rc == int(Recompute.SELECTIVE), 0.0, scores)
     full_layer = tokens * (replicated / rep_div + (split + kept_scores) / tp)
     layer_input = tokens * 2.0 * h / rep_div
-    return np.where(rc == int(Recompute.FULL), layer_input, full_layer)
+    share = (
+        c.recompute_fraction if recompute is None else np.where(rc == int(Recompute.FULL), 1.0, 0.0)
+    )
+    mixed = share * layer_input + (1.0 - share) * full_layer
+    return np.where(rc == int(Recompute.FULL), mixed, full_layer)
 
 
 def inflight_microbatches(c: Candidates) -> FloatArray:
@@ -131,14 +141,23 @@ class MemoryBreakdown:
         tp = c.tp.astype(np.float64)
         dense, experts = layer_params_per_card(model, c)
         dp_shards = c.dp * c.cp
-        dense_b = state_bytes_per_param(c.dist_opt, dp_shards)
-        expert_b = state_bytes_per_param(c.dist_opt, np.maximum(dp_shards // c.ep, 1))
+        expert_shards = np.maximum(dp_shards // c.ep, 1)
+        if sw.fsdp:
+            # FP32 weights, FP32 gradients and Adam's moments all sharded: 16 bytes / shards;
+            # one layer's BF16 weights gathered (two with prefetch) and its FP32 gradients
+            dense_b = FSDP_BYTES_PER_PARAM / dp_shards
+            expert_b = FSDP_BYTES_PER_PARAM / expert_shards
+            gathered = (dense + experts) * (2.0 * 2.0 + 4.0)
+        else:
+            dense_b = state_bytes_per_param(c.dist_opt, dp_shards)
+            expert_b = state_bytes_per_param(c.dist_opt, expert_shards)
+            gathered = np.zeros_like(dense)
         per_layer_states = dense * dense_b + experts * expert_b
         emb = model.embedding_params / tp * dense_b
         out = model.output_params / tp * dense_b
         single = c.pp == 1
-        first_states = c.first * per_layer_states + emb + np.where(single, out, 0.0)
-        last_states = c.last * per_layer_states + np.where(single, emb, 0.0) + out
+        first_states = c.first * per_layer_states + emb + np.where(single, out, 0.0) + gathered
+        last_states = c.last * per_layer_states + np.where(single, emb, 0.0) + out + gathered
 
         act = activation_bytes_per_layer(model, sw, c)
         tokens = c.mb * (model.seq_len / c.cp)

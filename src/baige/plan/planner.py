@@ -48,8 +48,8 @@ def plan(
         return PlanReport(model, cluster, sw, global_batch, single=result)
     if limits is not None and limits != Constraints():
         raise PlanError(
-            "fixed degrees (--tp, --pp, --cp, --ep, --micro-batch, --recompute) apply to a "
-            "cluster of one chip type; a mixed plan chooses them per type"
+            f"fixed strategy fields ({limits.fixed()}) apply to a cluster of one chip type; "
+            "a mixed plan chooses them per type"
         )
     mixed = plan_mixed(model, cluster, sw, global_batch, top_k=top_k)
     return PlanReport(model, cluster, sw, global_batch, mixed=mixed)

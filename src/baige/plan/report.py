@@ -14,7 +14,7 @@ from baige.plan.mixed import MixedPlan
 from baige.plan.mixed_pipeline import PipelinePlan
 from baige.plan.planner import PlanReport
 
-__all__ = ["Table", "notes", "report_dict", "tables"]
+__all__ = ["MFU_DEFINITION", "Table", "mfu_lines", "notes", "report_dict", "tables"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +39,7 @@ def tables(report: PlanReport) -> list[Table]:
     """The tables ``baige plan`` prints: the ranked plans, and for a mixed cluster the best
     plan per chip type and each type training alone."""
     if report.single is not None:
+        first = report.single.top[0].strategy
         rows = tuple(
             (
                 str(rank),
@@ -48,10 +49,12 @@ def tables(report: PlanReport) -> list[Table]:
                 f"{e.mfu:.1%}",
                 _memory(e.memory_gb, e.usable_gb),
                 e.bottleneck,
+                "" if rank == 1 else e.strategy.differences(first),
             )
             for rank, e in enumerate(report.single.top, start=1)
         )
-        columns = ("#", "strategy", "iteration", "tokens/s", "MFU", "memory / card", "bottleneck")
+        columns = ("#", "strategy", "iteration", "tokens/s", "MFU", "memory / card",
+                   "bottleneck", "vs #1")  # fmt: skip
         return [Table("Best plans (fastest first)", columns, rows)]
     assert report.mixed is not None
     mixed = report.mixed
@@ -123,9 +126,30 @@ def _detail(plan: MixedPlan) -> Table:
     return Table("Plan 1: one data-parallel group per chip type", columns, rows)
 
 
+MFU_DEFINITION = (
+    "MFU = model FLOPs per iteration / (iteration time × cards × peak). Model FLOPs: 6 per "
+    "active weight per token for the matrix multiplies (embedding lookups excluded, the LM "
+    "head included) + 12·layers·q_dim·seq_len per token for attention, counted over the full "
+    "s×s matrix even when causal masking lets kernels skip half; recomputation excluded "
+    "(as PaLM and Megatron count it)."
+)
+
+
+def mfu_lines(report: PlanReport) -> list[str]:
+    """What MFU counts and the peak each chip type's MFU divides by."""
+    peaks = "; ".join(
+        f"{g.chip}: {g.peak_tflops:g} TFLOP/s dense BF16 per card (GEMM efficiency "
+        f"{g.efficiency:.3f}, attention {g.attention_efficiency:.2f})"
+        for g in report.cluster.groups
+    )
+    return [MFU_DEFINITION, f"peak used: {peaks}; software {report.software.name}"]
+
+
 def notes(report: PlanReport) -> list[str]:
-    """Lines to print under the tables: assumptions first, then the mixed-chip loss."""
+    """Lines to print under the tables: assumptions first, what MFU means, then the
+    mixed-chip loss."""
     lines = [f"assumption: {a}" for a in report.cluster.assumptions]
+    lines += mfu_lines(report)
     if report.single is not None:
         result = report.single
         lines.append(f"searched {result.considered:,} strategies, {result.fitting:,} fit in memory")
@@ -147,6 +171,7 @@ def _group(g: ChipGroup) -> dict[str, object]:
         "cards_per_node": g.cards_per_node,
         "peak_tflops": g.peak_tflops,
         "efficiency": g.efficiency,
+        "attention_efficiency": g.attention_efficiency,
         "memory_gb": g.memory_gb,
         "memory_bandwidth_tbs": g.memory_bandwidth_tbs,
         "scale_up_gbs": g.scale_up_gbs,
@@ -206,12 +231,19 @@ def report_dict(report: PlanReport) -> dict[str, object]:
             "groups": [_group(g) for g in report.cluster.groups],
         },
         "software": report.software.name,
+        "software_source": report.software.source,
+        "mfu_definition": MFU_DEFINITION,
+        "peak_tflops": {g.chip: g.peak_tflops for g in report.cluster.groups},
         "global_batch": report.global_batch,
         "tokens_per_batch": report.global_batch * model.seq_len,
         "assumptions": list(report.cluster.assumptions),
     }
     if report.single is not None:
-        out["plans"] = [e.as_dict() for e in report.single.top]
+        first = report.single.top[0].strategy
+        out["plans"] = [
+            {**e.as_dict(), "differs_from_best": e.strategy.differences(first)}
+            for e in report.single.top
+        ]
         out["searched"] = report.single.considered
         out["fit_in_memory"] = report.single.fitting
     if report.mixed is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -48,14 +48,29 @@ class Constraints:
 
     tp: int | None = None
     pp: int | None = None
+    dp: int | None = None
     cp: int | None = None
     ep: int | None = None
     micro_batch: int | None = None
     recompute: Recompute | None = None
+    interleave: int | None = None
+    distributed_optimizer: bool | None = None
+    last_stage_layers: int | None = None
+    recompute_layers: int | None = None
 
     def allows(self, name: str, value: int) -> bool:
         wanted = getattr(self, name)
         return wanted is None or int(wanted) == value
+
+    def fixed(self) -> str:
+        """The fixed fields as ``name=value`` words (empty when nothing is fixed)."""
+        words = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                shown = value.label if isinstance(value, Recompute) else value
+                words.append(f"{f.name}={shown}")
+        return ", ".join(words)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +132,8 @@ def structures(
                 if not limits.allows("pp", pp):
                     continue
                 dp = n // (tp * cp * pp)
+                if not limits.allows("dp", dp):
+                    continue
                 if global_batch is not None and global_batch % dp:
                     rejected["dp does not divide the global batch"] += 1
                     continue
@@ -144,6 +161,17 @@ def _layer_splits(layers: int, pp: int) -> list[tuple[int, int]]:
     return splits
 
 
+def _recomputed_layers(rc: int, first: int, limits: Constraints) -> list[int]:
+    """Layers per stage that full recomputation covers: all of them, or (Megatron's block
+    method) a quarter, half or three quarters of them, so that memory left over stores the
+    rest instead of recomputing it."""
+    if rc != int(Recompute.FULL):
+        return [first]
+    if limits.recompute_layers is not None:
+        return [min(limits.recompute_layers, first)]
+    return sorted({max(1, first * q // 4) for q in (1, 2, 3)} | {first})
+
+
 def expand_structure(
     model: ModelSpec,
     sw: Software,
@@ -155,22 +183,45 @@ def expand_structure(
     layer splits for one (tp, cp, pp, dp, ep)."""
     tp, cp, pp, dp, ep = structure
     per_rank = global_batch // dp
-    mbs = [b for b in divisors(per_rank, MAX_MICRO_BATCH) if limits.allows("micro_batch", b)]
+    if limits.micro_batch is not None:
+        mbs = [limits.micro_batch] if per_rank % limits.micro_batch == 0 else []
+    else:
+        mbs = divisors(per_rank, MAX_MICRO_BATCH)
     rcs = [int(r) for r in Recompute if limits.recompute is None or r == limits.recompute]
+    if limits.recompute_layers is not None:
+        rcs = [r for r in rcs if r == int(Recompute.FULL)]
     opts = [0, 1] if sw.distributed_optimizer and dp * cp > 1 else [0]
+    if limits.distributed_optimizer is not None:
+        opts = [o for o in opts if o == int(limits.distributed_optimizer)]
+    splits = _layer_splits(model.layers, pp)
+    if limits.last_stage_layers is not None:
+        splits = [(f, last) for f, last in splits if last == limits.last_stage_layers]
+        if not splits and pp > 1:
+            rest = model.layers - limits.last_stage_layers
+            if rest >= pp - 1 and limits.last_stage_layers >= 1:
+                splits = [(-(-rest // (pp - 1)), limits.last_stage_layers)]
+    # per layer split, every (rc, opt, first, last, rl) tail once; rows are prefix + tail
+    tails = {
+        (first, last): [
+            (rc, opt, first, last, rl)
+            for rc, opt in itertools.product(rcs, opts)
+            for rl in _recomputed_layers(rc, first, limits)
+        ]
+        for first, last in splits
+    }
     rows: list[tuple[int, ...]] = []
     for mb in mbs:
         m = per_rank // mb
         vs = [1]
         if pp > 1 and m % pp == 0:
-            vs += [v for v in range(2, MAX_INTERLEAVE + 1) if model.layers % (pp * v) == 0]
-        for v in vs:
-            if v == 1:
-                splits = _layer_splits(model.layers, pp)
-            else:
-                splits = [(model.layers // pp, model.layers // pp)]
-            for (first, last), rc, opt in itertools.product(splits, rcs, opts):
-                rows.append((tp, pp, dp, cp, ep, mb, m, v, rc, opt, first, last))
+            vs += list(range(2, MAX_INTERLEAVE + 1))
+        if limits.interleave is not None:
+            vs = [v for v in vs if v == limits.interleave]
+        for v, split in itertools.product(vs, splits):
+            if split[0] % v:  # the full stages need whole layers per model chunk
+                continue
+            prefix = (tp, pp, dp, cp, ep, mb, m, v)
+            rows.extend(prefix + tail for tail in tails[split])
     if not rows:
         return None
     table: IntArray = np.array(rows, dtype=np.int64)
@@ -201,6 +252,7 @@ def search(
     ]
     everything = Candidates.concat(parts)
     if len(everything) == 0:
+        _explain_knobs(model, sw, found, global_batch, limits, rejected)
         raise NoPlanError(_explain_empty(model, group, global_batch, limits, rejected))
     memory = evaluate(model, group, sw, everything, memory_only=True)
     fits = memory.fits
@@ -209,17 +261,80 @@ def search(
         smallest = int(np.argmin(memory.memory.total))
         best = everything.strategy(smallest, model.layers)
         need = float(memory.memory.total[smallest]) / 1e9
-        raise NoPlanError(
-            f"no strategy fits in memory: the leanest ({best.describe()}) needs {need:.1f} GB "
-            f"per card, a {group.chip} card leaves {memory.usable_bytes / 1e9:.1f} GB "
-            f"({group.memory_gb:g} GB less the runtime's share). Add cards, use cards with "
-            "more memory, or shorten seq_len."
-        )
+        raise NoPlanError(_explain_memory(model, group, limits, best.describe(), need,
+                                          memory.usable_bytes / 1e9))  # fmt: skip
     kept = everything.select(fits)
     scored = evaluate(model, group, sw, kept)
     order = np.argsort(scored.iteration_s, kind="stable")[: max(top_k, 1)]
     top = tuple(estimate_row(model, group, scored, int(i), global_batch) for i in order)
     return SearchResult(top, len(everything), len(kept), dict(rejected))
+
+
+def _explain_memory(
+    model: ModelSpec,
+    group: ChipGroup,
+    limits: Constraints,
+    leanest: str,
+    need_gb: float,
+    usable_gb: float,
+) -> str:
+    """Why nothing fits, and what would: the fixed fields to free first, then more cards."""
+    hints = []
+    fixed = limits.fixed()
+    if fixed:
+        hints.append(f"free the fixed fields ({fixed}) so the search can shard further")
+    params_gb = model.params * 2 / 1e9
+    cards_for_states = -(-int(model.params * 6) // int(max(usable_gb, 1e-3) * 1e9))
+    hints.append(
+        f"use more cards (the {model.params / 1e9:.0f}B parameters alone take "
+        f"{params_gb:,.0f} GB in BF16; weights, gradients and a sharded optimizer need at "
+        f"least {cards_for_states:,} such cards before any activation)"
+    )
+    hints.append("use cards with more memory")
+    hints.append(f"shorten seq_len ({model.seq_len:,})")
+    return (
+        f"no strategy fits in memory: the leanest ({leanest}) needs {need_gb:.1f} GB per card, "
+        f"but each of the {group.count:,} {group.name} cards ({group.chip}, "
+        f"{group.memory_gb:g} GB) leaves {usable_gb:.1f} GB after the runtime's share. To fix: "
+        + "; ".join(hints)
+        + "."
+    )
+
+
+def _explain_knobs(
+    model: ModelSpec,
+    sw: Software,
+    found: list[tuple[int, int, int, int, int]],
+    global_batch: int,
+    limits: Constraints,
+    rejected: Counter[str],
+) -> None:
+    """Say which fixed micro-batch, interleave or layer split ruled out every structure."""
+    if not found:
+        return
+    if limits.micro_batch is not None:
+        shares = sorted({global_batch // s[3] for s in found})
+        if all(share % limits.micro_batch for share in shares):
+            options = sorted({b for share in shares for b in divisors(share, MAX_MICRO_BATCH)})
+            rejected[
+                f"micro_batch={limits.micro_batch} does not divide any data-parallel rank's "
+                f"share of the batch (global batch {global_batch:,} / dp = "
+                f"{', '.join(str(x) for x in shares[:6])}{'…' if len(shares) > 6 else ''} "
+                f"sequences); micro-batches that do: "
+                f"{', '.join(str(b) for b in options[:10])}"
+            ] += 1
+            return
+    if limits.interleave is not None and limits.interleave > 1:
+        rejected[
+            f"interleave={limits.interleave} needs pp > 1, micro-batches per rank a multiple "
+            f"of pp, and whole layers per chunk ({model.layers} layers)"
+        ] += 1
+    if limits.distributed_optimizer and not sw.distributed_optimizer:
+        rejected[f"the {sw.name} profile has no distributed optimizer"] += 1
+    if limits.last_stage_layers is not None:
+        rejected[
+            f"last_stage_layers={limits.last_stage_layers} leaves a stage empty or needs pp > 1"
+        ] += 1
 
 
 def check_limits(
@@ -248,8 +363,17 @@ def check_limits(
         problems.append(f"cp={cp}: seq_len {model.seq_len} does not split into 2·cp chunks")
     if ep is not None and ep > 1 and (not model.is_moe or model.experts % ep):
         problems.append(f"ep={ep} must divide the number of experts ({model.experts})")
+    if limits.recompute_layers is not None and limits.recompute not in (None, Recompute.FULL):
+        problems.append("recompute_layers applies to full recomputation (--recompute full)")
+    if limits.interleave is not None and limits.interleave > 1 and pp == 1:
+        problems.append("interleave > 1 needs pipeline parallelism (pp > 1)")
+    if limits.distributed_optimizer and not sw.distributed_optimizer:
+        problems.append(
+            f"the {sw.name} software profile has no distributed optimizer"
+            + (" (it shards everything with FSDP already)" if sw.fsdp else "")
+        )
     fixed = 1
-    for name, value in (("tp", tp), ("pp", pp), ("cp", cp)):
+    for name, value in (("tp", tp), ("pp", pp), ("cp", cp), ("dp", limits.dp)):
         if value is not None:
             fixed *= value
             if n % fixed:
@@ -265,12 +389,10 @@ def _explain_empty(
     limits: Constraints,
     rejected: Counter[str],
 ) -> str:
-    reasons = "; ".join(f"{why} ({count}×)" for why, count in rejected.most_common())
-    fixed = ", ".join(
-        f"{name}={getattr(limits, name)}"
-        for name in ("tp", "pp", "cp", "ep", "micro_batch")
-        if getattr(limits, name) is not None
+    reasons = "; ".join(
+        why if count == 1 else f"{why} ({count}×)" for why, count in rejected.most_common()
     )
+    fixed = limits.fixed()
     detail = f" with {fixed}" if fixed else ""
     return (
         f"no valid way to split {model.name} ({model.heads} heads, {model.kv_heads} key/value "

@@ -1,4 +1,5 @@
-"""The two documents ``baige plan`` reads: a ``Model`` and a ``Cluster``, as users write them.
+"""The documents ``baige plan`` reads: a ``Model``, a ``Cluster`` and (optionally) a
+``Software`` profile, as users write them.
 
 Like every spec in Baige they reject unknown fields (a typo such as ``nic_gbs`` must not
 silently fall back to a default) and are immutable once read. They turn into the planner's
@@ -7,6 +8,7 @@ frozen dataclasses through :meth:`ModelFile.to_model` and :meth:`ClusterFile.to_
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -14,8 +16,9 @@ from pydantic import Field, field_validator, model_validator
 from baige.api.common import AcceleratorType, SpecModel
 from baige.plan.cluster import ChipGroup, Cluster, resolve_group
 from baige.plan.model import ModelSpec
+from baige.plan.software import Software, get_software
 
-__all__ = ["ClusterFile", "GroupFile", "MoEFile", "ModelFile"]
+__all__ = ["ClusterFile", "GroupFile", "MoEFile", "ModelFile", "SoftwareFile"]
 
 
 class MoEFile(SpecModel):
@@ -135,3 +138,46 @@ class ClusterFile(SpecModel):
 
     def to_cluster(self, groups: tuple[ChipGroup, ...]) -> Cluster:
         return Cluster(self.name, groups, self.between_groups_gbps)
+
+
+class SoftwareFile(SpecModel):
+    """A custom software profile (see :class:`baige.plan.software.Software` for the fields):
+    start from ``base`` (a named profile) and change what your framework does differently."""
+
+    kind: Literal["Software"]
+    name: str = Field(min_length=1)
+    base: str = "megatron-core"
+    source: str | None = None
+    flash_attention: bool | None = None
+    sequence_parallel: bool | None = None
+    distributed_optimizer: bool | None = None
+    context_parallel: bool | None = None
+    fsdp: bool | None = None
+    grad_reduce_bytes: int | None = Field(default=None, ge=1, le=4)
+    dp_overlap: float | None = Field(default=None, ge=0, le=1)
+    tp_overlap: float | None = Field(default=None, ge=0, le=1)
+    cp_overlap: float | None = Field(default=None, ge=0, le=1)
+    ep_overlap: float | None = Field(default=None, ge=0, le=1)
+    pp_overlap: float | None = Field(default=None, ge=0, le=1)
+    memory_efficiency: float | None = Field(default=None, gt=0, le=1)
+    comm_efficiency: float | None = Field(default=None, gt=0, le=1)
+    collective_latency_s: float | None = Field(default=None, ge=0)
+    usable_memory_fraction: float | None = Field(default=None, gt=0, le=1)
+    memory_reserve_gb: float | None = Field(default=None, ge=0)
+
+    @field_validator("base")
+    @classmethod
+    def _known_base(cls, base: str) -> str:
+        try:
+            get_software(base)
+        except LookupError as err:  # a field error naming the known profiles
+            raise ValueError(str(err)) from None
+        return base
+
+    def to_software(self) -> Software:
+        changes = {
+            key: value
+            for key, value in self.model_dump(exclude={"kind", "base"}).items()
+            if value is not None
+        }
+        return dataclasses.replace(get_software(self.base), **changes)

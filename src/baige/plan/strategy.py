@@ -37,7 +37,9 @@ class Strategy:
     ``micro_batch`` sequences per micro-batch; ``interleave`` model chunks per pipeline stage
     (Megatron's virtual pipeline; 1 = plain 1F1B). ``last_stage_layers`` is how many layers
     the last pipeline stage holds (it also computes the LM head, so a balanced split gives it
-    fewer); ``None`` means an even split.
+    fewer); ``None`` means an even split. ``recompute_layers`` is how many layers of each
+    stage full recomputation covers (Megatron's ``--recompute-method block
+    --recompute-num-layers``); ``None`` means all of them.
     """
 
     tp: int
@@ -50,6 +52,7 @@ class Strategy:
     interleave: int = 1
     distributed_optimizer: bool = False
     last_stage_layers: int | None = None
+    recompute_layers: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("tp", "pp", "dp", "cp", "ep", "micro_batch", "interleave"):
@@ -59,6 +62,13 @@ class Strategy:
             raise ValueError(f"ep ({self.ep}) must divide dp ({self.dp})")
         if self.interleave > 1 and self.pp == 1:
             raise ValueError("interleave needs pipeline parallelism (pp > 1)")
+        if self.last_stage_layers is not None and self.last_stage_layers < 1:
+            raise ValueError("last_stage_layers must be at least 1")
+        if self.recompute_layers is not None:
+            if self.recompute is not Recompute.FULL:
+                raise ValueError("recompute_layers needs recompute = full")
+            if self.recompute_layers < 1:
+                raise ValueError("recompute_layers must be at least 1")
 
     @property
     def cards(self) -> int:
@@ -74,6 +84,19 @@ class Strategy:
             )
         return per_rank
 
+    def differences(self, other: Strategy) -> str:
+        """The fields in which this strategy differs from ``other``, as ``name=value`` words
+        (so that top-K rows that read alike say what sets them apart)."""
+        names = ("tp", "pp", "dp", "cp", "ep", "micro_batch", "recompute", "interleave",
+                 "distributed_optimizer", "last_stage_layers", "recompute_layers")  # fmt: skip
+        words = []
+        for name in names:
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if mine != theirs:
+                shown = mine.label if isinstance(mine, Recompute) else mine
+                words.append(f"{name}={'even' if shown is None else shown}")
+        return " ".join(words) or "same"
+
     def describe(self) -> str:
         parts = [f"TP{self.tp}", f"PP{self.pp}", f"DP{self.dp}"]
         if self.cp > 1:
@@ -82,8 +105,13 @@ class Strategy:
             parts.append(f"EP{self.ep}")
         if self.interleave > 1:
             parts.append(f"v{self.interleave}")
+        if self.last_stage_layers is not None:
+            parts.append(f"last{self.last_stage_layers}")
         parts.append(f"mb{self.micro_batch}")
-        parts.append(f"rc={self.recompute.label}")
+        if self.recompute_layers is None:
+            parts.append(f"rc={self.recompute.label}")
+        else:
+            parts.append(f"rc=full:{self.recompute_layers}")
         if self.distributed_optimizer:
             parts.append("dist-opt")
         return " ".join(parts)

@@ -116,3 +116,71 @@ def test_errors_are_json_too_with_json(tmp_path: Path) -> None:
     assert code == 2
     data = json.loads(out)
     assert data["problems"][0]["line"] == 4 and data["problems"][0]["field"] == "groups[0].chip"
+
+
+def _h100_8(tmp_path: Path) -> str:
+    return _cluster(
+        tmp_path, "kind: Cluster\nname: c\ngroups:\n  - {chip: h100, count: 64, nic_gbps: 400}\n"
+    )
+
+
+def test_output_says_what_mfu_counts_and_the_peak(tmp_path: Path) -> None:
+    code, out, _ = _run("--model", "llama3-8b", "--cluster", _h100_8(tmp_path), "--batch", "512")
+    text = out.replace("\n", " ")
+    assert code == 0
+    assert "MFU = model FLOPs" in text and "recomputation excluded" in text
+    assert "989 TFLOP/s" in text
+
+
+def test_top_rows_say_what_differs_from_the_best(tmp_path: Path) -> None:
+    code, out, _ = _run("--model", "llama3-8b", "--cluster", _h100_8(tmp_path), "--batch", "512",
+                        "--top", "3", "--json")  # fmt: skip
+    assert code == 0
+    plans = json.loads(out)["plans"]
+    assert plans[0]["differs_from_best"] == "same"
+    assert all(p["differs_from_best"] not in ("", "same") for p in plans[1:])
+    assert json.loads(out)["mfu_definition"].startswith("MFU")
+
+
+def test_every_strategy_field_can_be_fixed(tmp_path: Path) -> None:
+    args = ["--model", "llama3-70b", "--cluster", _h100_8(tmp_path), "--batch", "64", "--json",
+            "--tp", "8", "--pp", "4", "--dp", "2", "--cp", "1", "--micro-batch", "1",
+            "--recompute", "selective", "--interleave", "2", "--distributed-optimizer",
+            "--last-stage-layers", "14", "--top", "5"]  # fmt: skip
+    code, out, err = _run(*args)
+    assert code == 0, err
+    plans = json.loads(out)["plans"]
+    assert len(plans) == 1
+    assert plans[0]["strategy"] == {
+        "tp": 8, "pp": 4, "dp": 2, "cp": 1, "ep": 1, "micro_batch": 1,
+        "recompute": "selective", "interleave": 2, "distributed_optimizer": True,
+        "last_stage_layers": 14, "recompute_layers": None,
+    }  # fmt: skip
+
+
+def test_micro_batch_that_divides_nothing_says_why(tmp_path: Path) -> None:
+    code, _, err = _run("--model", "llama3-8b", "--cluster", _h100_8(tmp_path), "--batch", "512",
+                        "--micro-batch", "3")  # fmt: skip
+    text = err.replace("\n", " ")
+    assert code == 2
+    assert "micro_batch=3 does not divide" in text and "micro-batches that do: 1, 2, 4" in text
+
+
+def test_memory_error_names_the_card_and_suggests_a_fix(tmp_path: Path) -> None:
+    cluster = _cluster(
+        tmp_path, "kind: Cluster\nname: c\ngroups:\n  - {chip: a100-80g, count: 8, nic_gbps: 200}\n"
+    )
+    code, _, err = _run("--model", "llama3-405b", "--cluster", cluster, "--batch", "64")
+    text = " ".join(err.split())
+    assert code == 2
+    assert "a a100" not in text and "A100" in text
+    assert "To fix:" in text and "more cards" in text
+
+
+def test_custom_software_file(tmp_path: Path) -> None:
+    path = tmp_path / "sw.yaml"
+    path.write_text("kind: Software\nname: our-megatron\nbase: megatron-core\ntp_overlap: 0.9\n")
+    code, out, err = _run("--model", "llama3-8b", "--cluster", _h100_8(tmp_path), "--batch", "512",
+                          "--software", str(path), "--json")  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["software"] == "our-megatron"

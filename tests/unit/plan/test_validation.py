@@ -1,170 +1,163 @@
-"""The cost model against reality: Megatron-LM's measured throughput (SC'21, Table 1).
+"""The cost model against reality: five published tables, A100 and H100, five sources.
 
-Ten GPT models, 1.7B to 1T parameters, on 32 to 3,072 A100s. The efficiency factor — the
-model's one free parameter — is calibrated on ONE row, the 18.4B model (TP=8, no pipeline:
-its prediction does not depend on the micro-batch size the paper leaves unstated), and every
-other row is then a prediction. The table is printed into the test output.
+* Megatron-LM SC'21 Table 1 (Narayanan et al.): ten GPT models on 32–3,072 A100.
+* Korthikanti et al. 2022 Tables 3–5: 22B–1T on A100, full recomputation vs sequence
+  parallelism + selective recomputation (iteration times; MFU/HFU also in Megatron-LM's README).
+* The Llama 3 paper's Table 4: Llama 3 405B on 8,192 and 16,384 H100, 8K and 128K sequences.
+* The Megatron-LM README's H100 strong scaling of GPT-3 175B (96 and 4,608 GPUs).
+* torchtitan's A100 benchmarks (FSDP2 on 64 A100).
 
-Unstated in the paper and assumed here: micro-batch size 1 and the plain (non-interleaved)
-1F1B schedule for the published configurations; Megatron's 2021 software behaviour is the
-``megatron-2021`` profile (no flash attention, sequence parallelism, distributed optimizer or
-overlap).
+The rows live in data/published/*.csv with their sources in each file's header. The model has
+fitted figure per chip family, the GEMM efficiency, fitted over all rows of that family at
+once (:mod:`baige.plan.efficiency`); every row must then be within :data:`BOUND` (one row,
+in :data:`ROW_BOUNDS`, with a documented reason), and leaving any one table out of the fit
+must still predict it within :data:`LEAVE_ONE_OUT_BOUND`. ``pytest tests/unit/plan/test_validation.py -s`` prints the tables.
 """
 
 from __future__ import annotations
 
-import csv
-import dataclasses
-from pathlib import Path
+import math
 
 import pytest
 
-from baige.plan import (
-    DEFAULT_EFFICIENCY,
-    MEGATRON_2021,
-    ModelSpec,
-    Recompute,
-    Strategy,
-    calibrate_efficiency,
-    estimate,
-    resolve_group,
-    search,
-)
+from baige.plan import DEFAULT_EFFICIENCY, calibrate_efficiency, estimate, resolve_group, search
+from baige.plan.efficiency import FAMILIES, GEMM_EFFICIENCY
 
-DATA = Path(__file__).parent / "data" / "megatron-sc21-table1.csv"
-CALIBRATION_ROW = "18.4"
-TOLERANCE = 0.15
-SELENE_NIC_GBPS = 200  # one HDR InfiniBand port per A100
+from .published import TABLES, Case, family_error, fit_families
 
+BOUND = 0.10
+"""Largest |predicted / measured − 1| allowed for any row, with the shipped efficiency."""
 
-@dataclasses.dataclass(frozen=True)
-class Row:
-    params_billion: str
-    model: ModelSpec
-    strategy: Strategy
-    gpus: int
-    batch: int
-    measured_tflops: float
+LEAVE_ONE_OUT_BOUND = 0.15
+"""The same for a table predicted by efficiencies fitted without it (rows in
+:data:`ROW_BOUNDS` excluded). Wider than :data:`BOUND` because the H100 figure then rests on
+one table of two or three rows; docs/plan.md gives the figures."""
+
+CASES = {name: load() for name, load in TABLES.items()}
+EVERY = [c for cases in CASES.values() for c in cases]
+IDS = [f"{c.table}:{c.row}" for c in EVERY]
 
 
-def _rows() -> list[Row]:
-    with DATA.open(encoding="utf-8") as handle:
-        lines = [line for line in handle if not line.startswith("#")]
-    rows = []
-    for r in csv.DictReader(lines):
-        hidden, heads = int(r["hidden_size"]), int(r["attention_heads"])
-        gpus, tp, pp = int(r["gpus"]), int(r["tensor_parallel"]), int(r["pipeline_parallel"])
-        model = ModelSpec(
-            name=f"gpt-{r['params_billion']}b",
-            layers=int(r["layers"]),
-            hidden=hidden,
-            ffn_hidden=4 * hidden,
-            heads=heads,
-            kv_heads=heads,
-            vocab=51200,
-            seq_len=2048,
-            gated_mlp=False,
-            tied_embeddings=True,  # Megatron's GPT shares input and output embeddings
-        )
-        strategy = Strategy(tp=tp, pp=pp, dp=gpus // (tp * pp), recompute=Recompute.FULL)
-        rows.append(
-            Row(
-                r["params_billion"],
-                model,
-                strategy,
-                gpus,
-                int(r["global_batch_size"]),
-                float(r["achieved_tflops_per_gpu"]),
-            )
-        )
-    return rows
+SHIPPED = {name: f.gemm for name, f in FAMILIES.items()}
+
+ROW_BOUNDS = {("llama3-2024", "128k-16384"): 0.15}
+"""Rows allowed more than :data:`BOUND`, each with its reason in docs/plan.md (128K: whether
+the Llama 3 paper counts causal attention at full or half FLOPs is not stated; at 128K that
+alone moves the measured figure by 40%)."""
 
 
-ROWS = _rows()
-ROW_IDS = [f"{r.params_billion}B" for r in ROWS]
+def _summary(cases: list[Case], efficiencies: dict[str, float]) -> tuple[float, float]:
+    errors = [abs(family_error(c, efficiencies)) for c in cases]
+    return sum(errors) / len(errors), max(errors)
 
 
-def _calibrated() -> float:
-    row = next(r for r in ROWS if r.params_billion == CALIBRATION_ROW)
-    group = resolve_group("a100-80g", row.gpus, SELENE_NIC_GBPS)
-    return calibrate_efficiency(
-        row.model, group, MEGATRON_2021, row.strategy, row.batch, row.measured_tflops
-    )
+@pytest.mark.parametrize("case", EVERY, ids=IDS)
+def test_every_published_row_is_predicted_within_the_bound(case: Case) -> None:
+    bound = ROW_BOUNDS.get((case.table, case.row), BOUND)
+    assert abs(case.error()) <= bound, f"{case.table} {case.row}: {case.error():+.1%}"
 
 
-EFFICIENCY = _calibrated()
+def test_the_shipped_efficiencies_are_the_fit_over_all_tables() -> None:
+    """The shipped figures must move with the cost model, or they silently stop being the
+    fitted values the docs say they are."""
+    fitted = fit_families(EVERY)
+    for family, value in SHIPPED.items():
+        assert fitted[family] == pytest.approx(value, abs=1e-3), family
+    assert DEFAULT_EFFICIENCY == GEMM_EFFICIENCY == SHIPPED["ampere"]
 
 
-def _predict(row: Row) -> float:
-    group = resolve_group("a100-80g", row.gpus, SELENE_NIC_GBPS, efficiency=EFFICIENCY)
-    return estimate(
-        row.model, group, MEGATRON_2021, row.strategy, row.batch
-    ).hardware_tflops_per_card
-
-
-def test_prints_the_predicted_vs_measured_table(capsys: pytest.CaptureFixture[str]) -> None:
+def test_leave_one_table_out(capsys: pytest.CaptureFixture[str]) -> None:
+    """Refit both families without a table, then predict it."""
     lines = [
-        f"Megatron-LM SC'21 Table 1 on A100: efficiency {EFFICIENCY:.4f}, calibrated on the "
-        f"{CALIBRATION_ROW}B row only",
-        f"{'model':>8} {'GPUs':>5} {'TP':>3} {'PP':>3} {'predicted':>10} {'measured':>9} "
-        f"{'error':>7}",
+        f"{'table':<22}{'rows':>5}{'mean':>7}{'worst':>7}   left out: ampere hopper  mean  worst"
     ]
-    errors = []
-    for row in ROWS:
-        predicted = _predict(row)
-        error = predicted / row.measured_tflops - 1
-        errors.append(abs(error))
-        mark = "  (calibration)" if row.params_billion == CALIBRATION_ROW else ""
+    worst_out = 0.0
+    for name, cases in CASES.items():
+        rest = [c for other, more in CASES.items() if other != name for c in more]
+        refit = fit_families(rest, tolerance=1e-3)
+        mean, worst = _summary(cases, SHIPPED)
+        mean_out, worst_o = _summary(cases, refit)
+        bounded = [c for c in cases if (c.table, c.row) not in ROW_BOUNDS]
+        worst_out = max(worst_out, _summary(bounded, refit)[1])
         lines.append(
-            f"{row.params_billion + 'B':>8} {row.gpus:>5} {row.strategy.tp:>3} "
-            f"{row.strategy.pp:>3} {predicted:>10.1f} {row.measured_tflops:>9.0f} "
-            f"{error:>+7.1%}{mark}"
+            f"{name:<22}{len(cases):>5}{mean:>7.1%}{worst:>7.1%}   {refit['ampere']:>16.3f}"
+            f"{refit['hopper']:>7.3f}{mean_out:>6.1%}{worst_o:>7.1%}"
         )
-    lines.append(f"largest error {max(errors):.1%}; mean {sum(errors) / len(errors):.1%}")
     with capsys.disabled():
         print("\n" + "\n".join(lines))
-    assert max(errors) < TOLERANCE
+    assert worst_out <= LEAVE_ONE_OUT_BOUND
 
 
-@pytest.mark.parametrize("row", ROWS, ids=ROW_IDS)
-def test_predicted_tflops_within_15_percent(row: Row) -> None:
-    predicted = _predict(row)
-    assert predicted == pytest.approx(row.measured_tflops, rel=TOLERANCE)
+def test_prints_every_row(capsys: pytest.CaptureFixture[str]) -> None:
+    lines = [f"{'table':<22}{'row':<18}{'metric':<16}{'predicted':>10}{'measured':>10}{'error':>8}"]
+    for c in EVERY:
+        lines.append(
+            f"{c.table:<22}{c.row:<18}{c.metric:<16}{c.predicted():>10.2f}{c.measured:>10.2f}"
+            f"{c.error():>+8.1%}"
+        )
+    with capsys.disabled():
+        print("\n" + "\n".join(lines))
 
 
-def test_calibration_row_is_reproduced_exactly() -> None:
-    row = next(r for r in ROWS if r.params_billion == CALIBRATION_ROW)
-    assert _predict(row) == pytest.approx(row.measured_tflops, rel=1e-4)
+def test_korthikanti_mfu_matches_the_iteration_times() -> None:
+    """The transcribed Table 5 is self-consistent: MFU from the paper's Eq. 7 and the iteration
+    time gives the MFU column the Megatron-LM README prints, to 0.2 points."""
+    published = {"22b-sp-sel": 0.415, "175b-sp-sel": 0.514, "530b-sp-sel": 0.560,
+                 "1t-sp-sel": 0.563}  # fmt: skip
+    for c in CASES["korthikanti-2022"]:
+        if c.row not in published:
+            continue
+        m = c.model
+        s, h, layers, v = m.seq_len, m.hidden, m.layers, m.vocab
+        flops = 72 * c.batch * layers * s * h**2 * (1 + s / (6 * h) + v / (12 * h * layers))
+        mfu = flops / (c.measured * c.gpus * 312e12)
+        assert mfu == pytest.approx(published[c.row], abs=0.002)
 
 
-def test_default_efficiency_is_the_calibrated_value() -> None:
-    """The shipped default must move with the cost model, or it silently stops being the
-    calibrated figure the docs say it is."""
-    assert pytest.approx(EFFICIENCY, abs=5e-4) == DEFAULT_EFFICIENCY
+@pytest.mark.parametrize("case", CASES["korthikanti-2022"] + CASES["megatron-sc21"],
+                         ids=lambda c: f"{c.table}:{c.row}")  # fmt: skip
+def test_published_configuration_fits_in_memory(case: Case) -> None:
+    assert case.run().fits
 
 
-@pytest.mark.parametrize("row", ROWS, ids=ROW_IDS)
-def test_hardware_flops_follow_the_papers_formula(row: Row) -> None:
-    """96·B·s·l·h²·(1 + s/6h + V/16lh): the FLOPs the measured TFLOP/s were counted with."""
-    m = row.model
-    s, h, layers, v = m.seq_len, m.hidden, m.layers, m.vocab
-    paper = 96 * row.batch * s * layers * h**2 * (1 + s / (6 * h) + v / (16 * layers * h))
-    group = resolve_group("a100-80g", row.gpus, SELENE_NIC_GBPS)
-    result = estimate(m, group, MEGATRON_2021, row.strategy, row.batch)
-    assert result.hardware_flops == pytest.approx(paper, rel=1e-9)
+def test_the_model_counts_megatrons_flops() -> None:
+    """96·B·s·l·h²·(1 + s/6h + V/16lh): the FLOPs SC'21's TFLOP/s were counted with."""
+    for c in CASES["megatron-sc21"]:
+        m = c.model
+        s, h, layers, v = m.seq_len, m.hidden, m.layers, m.vocab
+        paper = 96 * c.batch * s * layers * h**2 * (1 + s / (6 * h) + v / (16 * layers * h))
+        assert c.run().hardware_flops == pytest.approx(paper, rel=1e-9)
 
 
-@pytest.mark.parametrize("row", ROWS, ids=ROW_IDS)
-def test_published_configuration_fits_in_memory(row: Row) -> None:
-    group = resolve_group("a100-80g", row.gpus, SELENE_NIC_GBPS, efficiency=EFFICIENCY)
-    assert estimate(row.model, group, MEGATRON_2021, row.strategy, row.batch).fits
+def test_calibrating_on_one_row_recovers_a_nearby_efficiency() -> None:
+    """One measured run of your own (here SC'21's 18.4B row) gives an efficiency close to the
+    shipped, many-table figure."""
+    row = next(c for c in CASES["megatron-sc21"] if c.row == "18.4B")
+    assert row.strategy is not None
+    group = resolve_group(row.chip, row.gpus, row.nic_gbps)
+    got = calibrate_efficiency(row.model, group, row.software, row.strategy, row.batch,
+                               row.measured)  # fmt: skip
+    assert got == pytest.approx(SHIPPED["ampere"], abs=0.05)
+    assert not math.isnan(got)
 
 
-@pytest.mark.parametrize("row", ROWS, ids=ROW_IDS)
-def test_search_finds_a_plan_at_least_as_fast_as_the_published_one(row: Row) -> None:
-    group = resolve_group("a100-80g", row.gpus, SELENE_NIC_GBPS, efficiency=EFFICIENCY)
-    published = estimate(row.model, group, MEGATRON_2021, row.strategy, row.batch)
-    best = search(row.model, group, MEGATRON_2021, row.batch, top_k=1).best
-    assert best.fits
-    assert best.strategy.cards == row.gpus
-    assert best.iteration_s <= published.iteration_s
+def test_search_beats_or_matches_every_published_configuration(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The planner's best plan against the published (framework-recommended) configuration,
+    both predicted by the same model: the "faster than defaults" figure docs/plan.md quotes."""
+    lines = [f"{'table':<22}{'row':<18}{'published':<40}{'best':<44}{'speed-up':>8}"]
+    for c in EVERY:
+        if c.strategy is None:
+            continue
+        group = resolve_group(c.chip, c.gpus, c.nic_gbps)
+        published = estimate(c.model, group, c.software, c.strategy, c.batch)
+        best = search(c.model, group, c.software, c.batch, top_k=1).best
+        assert best.iteration_s <= published.iteration_s * (1 + 1e-9)
+        gain = published.iteration_s / best.iteration_s - 1
+        lines.append(
+            f"{c.table:<22}{c.row:<18}{c.strategy.describe():<40}"
+            f"{best.strategy.describe():<44}{gain:>+8.1%}"
+        )
+    with capsys.disabled():
+        print("\n" + "\n".join(lines))
