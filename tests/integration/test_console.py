@@ -270,6 +270,8 @@ def test_a_newcomers_pages(browser, make_platform, sqlite_url: str) -> None:
     page.wait_for_selector("p .phase.failed")
     page.wait_for_selector("#logs:has-text('cannot start')", timeout=10_000)
     assert "trian.py --steps 10" in page.inner_text("#command")
+    assert "cannot start 'trian.py'" in page.inner_text("#why")
+    assert client.job(typo.id).restarts == 0  # a missing binary is not retried
     shot(page, "job-cannot-start")
     page.click("a[href='#/services']")
     page.wait_for_selector("td:has-text('toy-chat')")

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from baige.api.workloads import InferenceServiceSpec, Phase, TrainingJobSpec
 from baige.backends.base import Backend, ReplicaObservation, ReplicaState
+from baige.control.failure_reason import launch_failure_message
 from baige.control.service import record_event
 from baige.control.snapshot import (
     SnapshotCache,
@@ -328,15 +329,18 @@ class Controller:
         if not broken:
             return
         first = broken[0]
+        failed = first.state == ReplicaState.FAILED.value
+        launch = launch_failure_message(first.log_path, first.exit_code) if failed else None
         what = (
             f"replica {first.index} exited with code {first.exit_code}"
-            if first.state == ReplicaState.FAILED.value
+            + (f": {launch}" if launch else "")
+            if failed
             else f"replica {first.index} was lost ({first.reason})"
         )
         spec = parse_spec(workload.kind, workload.spec)
         limit = spec.max_restarts if isinstance(spec, TrainingJobSpec) else 0
         self._stop_generation(session, workload)
-        if workload.restarts < limit:
+        if workload.restarts < limit and launch is None:  # a missing binary stays missing
             workload.restarts += 1
             workload.phase = Phase.PENDING.value
             workload.placements = []
