@@ -9,15 +9,27 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
 from baige.hw.catalog import UnknownAcceleratorError, get_chip
 
 __all__ = [
+    "MAX_LABELS",
     "AcceleratorType",
+    "Argument",
+    "LabelKey",
+    "LabelValue",
     "Labels",
     "Name",
     "SpecModel",
+    "Text",
     "normalize_accelerator_type",
     "nul_free",
 ]
@@ -45,7 +57,17 @@ def normalize_accelerator_type(value: str) -> str:
 
 Name = Annotated[str, AfterValidator(_check_name)]
 AcceleratorType = Annotated[str, AfterValidator(normalize_accelerator_type)]
-Labels = Annotated[dict[str, str], Field(default_factory=dict)]
+# Bounds on what people write, so no spec is unboundedly large in any one field: generous for
+# real use (Kubernetes allows 253-character label keys and 63-character values) and far below
+# what would cost the server anything.
+MAX_LABELS = 256
+LabelKey = Annotated[str, StringConstraints(max_length=253)]
+LabelValue = Annotated[str, StringConstraints(max_length=1024)]
+Labels = Annotated[dict[LabelKey, LabelValue], Field(default_factory=dict, max_length=MAX_LABELS)]
+Argument = Annotated[str, StringConstraints(max_length=128 * 1024)]
+"""One command-line argument or environment value: Linux's own limit (MAX_ARG_STRLEN)."""
+Text = Annotated[str, StringConstraints(max_length=4096)]
+"""A path, a description, a reason: PATH_MAX characters at most."""
 
 
 def nul_free(value: object, depth: int = 0) -> object:

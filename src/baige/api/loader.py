@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from baige.api.nodes import NodeSpec, PoolSpec
+from baige.api.parse_limits import LimitExceeded, read_yaml
 from baige.api.queues import QueueSpec
 from baige.api.workloads import InferenceServiceSpec, TrainingJobSpec
 from baige.api.yaml_errors import field_errors, line_of, node_at
@@ -131,11 +132,16 @@ def parse_spec(data: object, source: str = "<spec>", node: yaml.Node | None = No
 
 
 def read_documents(text: str, source: str) -> tuple[list[yaml.Node], list[object]]:
-    """The YAML documents in ``text``: their node trees (for line numbers) and their data.
-    Syntax errors become a :class:`SpecError` naming the line."""
+    """The non-empty YAML documents in ``text``: their node trees (for line numbers) and their
+    data. Syntax errors, and texts over the limits of :mod:`baige.api.parse_limits` (aliases,
+    depth, node count, value size), become a :class:`SpecError` naming the line; the limits are
+    checked while composing, so a hostile text fails fast."""
     try:
-        nodes = [n for n in yaml.compose_all(text, Loader=yaml.SafeLoader) if n is not None]
-        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+        documents = read_yaml(text)
+    except LimitExceeded as err:
+        mark = err.problem_mark
+        line = None if mark is None else mark.line + 1
+        raise SpecError([SpecProblem(source, line, "", str(err.problem))]) from None
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         line = None if mark is None else mark.line + 1
@@ -143,7 +149,7 @@ def read_documents(text: str, source: str) -> tuple[list[yaml.Node], list[object
         raise SpecError([SpecProblem(source, line, "", f"invalid YAML: {problem}")]) from None
     except yaml.YAMLError as err:
         raise SpecError([SpecProblem(source, None, "", f"invalid YAML: {err}")]) from None
-    return nodes, documents
+    return [d.node for d in documents], [d.data for d in documents]
 
 
 def load_specs(text: str, source: str = "<string>") -> list[AnySpec]:

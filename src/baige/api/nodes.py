@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from baige.api.common import AcceleratorType, Labels, Name, SpecModel
+from baige.api.common import AcceleratorType, Labels, Name, SpecModel, Text
 from baige.api.quantities import CpuMilli, MemoryMiB
 
 __all__ = ["AcceleratorGroup", "Health", "NodeSpec", "NodeStatus", "PoolSpec"]
@@ -45,7 +45,7 @@ class NodeSpec(SpecModel):
     cpu: CpuMilli = 0
     memory: MemoryMiB = 0
     labels: Labels
-    topology: tuple[Name, ...] = ()
+    topology: tuple[Name, ...] = Field(default=(), max_length=16)
     pool: Name = "default"
     cordoned: bool = False
 
@@ -77,4 +77,4 @@ class PoolSpec(SpecModel):
 
     kind: Literal["Pool"] = "Pool"
     name: Name
-    description: str = ""
+    description: Text = ""

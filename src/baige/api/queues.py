@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from baige.api.common import AcceleratorType, Name, SpecModel
+from baige.api.common import AcceleratorType, Name, SpecModel, Text
 
 __all__ = ["Ordering", "QueueQuota", "QueueSpec", "QueueTreeError", "check_queue_tree"]
 
@@ -57,7 +57,7 @@ class QueueSpec(SpecModel):
     quotas: dict[AcceleratorType, QueueQuota] = Field(default_factory=dict)
     ordering: Ordering = Ordering.BEST_EFFORT_FIFO
     tenant: Name | None = None
-    description: str = ""
+    description: Text = ""
 
 
 class QueueTreeError(ValueError):

@@ -12,9 +12,19 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, StringConstraints, field_validator, model_validator
 
-from baige.api.common import AcceleratorType, Labels, Name, SpecModel
+from baige.api.common import (
+    MAX_LABELS,
+    AcceleratorType,
+    Argument,
+    LabelKey,
+    Labels,
+    LabelValue,
+    Name,
+    SpecModel,
+    Text,
+)
 from baige.api.quantities import CpuMilli, DurationSeconds, MemoryMiB
 from baige.hw.vendors import VENDORS
 
@@ -73,7 +83,7 @@ class AcceleratorRequest(SpecModel):
 
     count: int = Field(default=1, ge=1, le=64)
     share: float | None = Field(default=None, gt=0, le=1)
-    types: tuple[AcceleratorType, ...] = Field(min_length=1)
+    types: tuple[AcceleratorType, ...] = Field(min_length=1, max_length=64)
 
     @field_validator("types", mode="before")
     @classmethod
@@ -124,7 +134,7 @@ class CheckpointPolicy(SpecModel):
     """How a job checkpoints; a checkpoint-aware job is cheaper to preempt or shrink."""
 
     interval: DurationSeconds = Field(default=600.0, gt=0)
-    directory: str | None = None
+    directory: Text | None = None
 
 
 class _WorkloadBase(SpecModel):
@@ -132,12 +142,14 @@ class _WorkloadBase(SpecModel):
     queue: Name
     accelerators: AcceleratorRequest
     resources: Resources = Field(default_factory=Resources)
-    command: tuple[str, ...] = Field(min_length=1)
-    env: dict[str, str] = Field(default_factory=dict)
-    working_dir: str | None = None
+    command: tuple[Argument, ...] = Field(min_length=1, max_length=4096)
+    env: dict[Annotated[str, StringConstraints(max_length=256)], Argument] = Field(
+        default_factory=dict, max_length=1024
+    )
+    working_dir: Text | None = None
     labels: Labels
     pool: Name | None = None
-    node_selector: dict[str, str] = Field(default_factory=dict)
+    node_selector: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=MAX_LABELS)
 
     @field_validator("command", mode="before")
     @classmethod
@@ -164,6 +176,14 @@ class _WorkloadBase(SpecModel):
                     f"env sets {key}, which Baige sets itself ({key} {RESERVED_ENV[key]}); "
                     "remove it from env"
                 )
+        return value
+
+    @field_validator("working_dir")
+    @classmethod
+    def _absolute_working_dir(cls, value: str | None) -> str | None:
+        # a relative path would resolve against wherever `baige up` happens to run
+        if value is not None and not value.startswith("/"):
+            raise ValueError(f"working_dir {value!r} must be an absolute path")
         return value
 
 
@@ -242,7 +262,7 @@ class EngineSpec(SpecModel):
     speculative: Speculative | None = None
     token_latency: float = Field(default=0.02, ge=0, le=10)  # the fake engine's pace
     max_concurrency: int = Field(default=8, ge=1, le=100_000)  # the fake engine's slots
-    extra_args: tuple[str, ...] = Field(default=(), max_length=256)
+    extra_args: tuple[Argument, ...] = Field(default=(), max_length=256)
 
 
 class InferenceServiceSpec(_WorkloadBase):
@@ -250,7 +270,7 @@ class InferenceServiceSpec(_WorkloadBase):
     ``command`` or ``engine`` (which renders the command)."""
 
     kind: Literal["InferenceService"] = "InferenceService"
-    command: tuple[str, ...] = ()
+    command: tuple[Argument, ...] = Field(default=(), max_length=4096)
     engine: EngineSpec | None = None
     replicas: int = Field(default=1, ge=0, le=MAX_REPLICAS)
     priority: int = DEFAULT_INFERENCE_PRIORITY

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 __all__ = [
+    "MAX_ERRORS",
     "FieldError",
     "Loc",
     "describe",
@@ -34,6 +35,10 @@ Loc: TypeAlias = tuple[str | int, ...]
 """A pydantic error location: field names and list indexes, outermost first."""
 
 _PREFIXES = ("Value error, ",)
+
+MAX_ERRORS = 50
+"""Errors reported for one document: a text with 9,000 unknown fields gets the first few, not
+9,000 messages (each placing its field costs a walk of the document)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,12 +164,15 @@ def field_errors(
     *,
     strip: tuple[str, ...] = _PREFIXES,
     literals: bool = True,
+    limit: int = MAX_ERRORS,
 ) -> list[FieldError]:
-    """Every error of validating ``model`` from the document whose node tree is ``node``, in
-    pydantic's order. An unknown field is placed at its key, anything else at its value (or
-    where the path stops). ``strip`` and ``literals`` are as for :func:`describe`."""
+    """The errors of validating ``model`` from the document whose node tree is ``node``, in
+    pydantic's order, the first ``limit`` of them (then one saying how many more). An unknown
+    field is placed at its key, anything else at its value (or where the path stops).
+    ``strip`` and ``literals`` are as for :func:`describe`."""
     found: list[FieldError] = []
-    for error in err.errors():
+    errors = err.errors()
+    for error in errors[:limit]:
         loc = tuple(error["loc"])
         nodes = _path(node, loc)
         target = nodes[-1]
@@ -172,4 +180,6 @@ def field_errors(
             target = key_node(nodes[len(loc) - 1], loc[-1]) or target
         message = describe(error, model, strip=strip, literals=literals)
         found.append(FieldError(line_of(target), field_path(loc), message))
+    if len(errors) > limit:
+        found.append(FieldError(None, "", f"and {len(errors) - limit} more problems not listed"))
     return found
