@@ -41,6 +41,7 @@ from pydantic import (
 )
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from baige import __version__
@@ -332,7 +333,7 @@ def create_app(
             raise Forbidden("only an admin token may change queues")
         spec = await read_spec(request, (QueueSpec,), "Queue")
         assert isinstance(spec, QueueSpec)
-        return service.apply_queue(who, spec)
+        return await run_in_threadpool(service.apply_queue, who, spec)  # off the loop
 
     @v1.delete("/queues/{name}", tags=["queues"], status_code=204)
     def delete_queue(name: Segment, who: Who) -> None:
@@ -399,7 +400,7 @@ def create_app(
             same request returns the first submission instead of a duplicate."""
             spec = await read_spec(request, (spec_type,), what)
             assert isinstance(spec, TrainingJobSpec | InferenceServiceSpec)
-            view, _ = service.submit_safely(who, spec, idempotency_key)
+            view, _ = await run_in_threadpool(service.submit_safely, who, spec, idempotency_key)
             return view
 
         @v1.get(f"/{path}", tags=[tag], name=f"list_{path}")
