@@ -355,7 +355,16 @@ class Controller:
     def _settle_service(
         self, session: Session, workload: WorkloadRow, wanted: list[ReplicaRow], now: float
     ) -> None:
-        """A service replica that ends is started again in place (same cards)."""
+        """A service replica that ends is started again in place (same cards), unless it
+        could not start at all: a missing binary would be restarted forever, so the service
+        fails once, saying why."""
+        for replica in wanted:
+            launch = launch_failure_message(replica.log_path, replica.exit_code)
+            if replica.state == ReplicaState.FAILED.value and launch is not None:
+                self._stop_generation(session, workload)
+                what = f"replica {replica.index} exited with code {replica.exit_code}: {launch}"
+                self._end(session, workload, Phase.FAILED, replica.exit_code, what, now)
+                return
         for replica in wanted:
             if replica.state in _ENDED:
                 replica.desired = "stopped"

@@ -94,3 +94,42 @@ def test_an_unreachable_backend_is_retried_without_failing_the_job(tmp_path: Pat
     view = service.get(ADMIN, job_id)
     assert view.phase in ("admitted", "running") and view.restarts == 0
     assert len(backend.launches) >= 4  # both replicas tried on each pass
+
+
+class MissingBinaryBackend(RefusingBackend):
+    """Starts the shim, which logs that the command cannot start and exits 127 (as the
+    local backend's shim does for a missing binary)."""
+
+    def __init__(self, logs: Path) -> None:
+        super().__init__("missing")
+        self.logs = logs
+
+    def launch(self, replica: ReplicaLaunch) -> ReplicaObservation:
+        self.launches.append(replica.id)
+        log = self.logs / f"{replica.id}.log"
+        log.write_text("baige: cannot start 'serve': [Errno 2] No such file or directory\n")
+        return ReplicaObservation(replica.id, ReplicaState.RUNNING, log_path=str(log))
+
+    def observe(self, replica_ids: Iterable[str]) -> dict[str, ReplicaObservation]:
+        return {r: ReplicaObservation(r, ReplicaState.FAILED, exit_code=127,
+                                      log_path=str(self.logs / f"{r}.log")) for r in replica_ids}  # fmt: skip
+
+
+def test_a_service_whose_binary_is_missing_fails_once(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'b.db'}")
+    backend = MissingBinaryBackend(tmp_path)
+    controller = Controller(db, backend)
+    service = ControlService(db, wake=controller.wake)
+    service.apply_queue(ADMIN, QueueSpec(name="default"))
+    node = NodeSpec(name="n0", accelerators=AcceleratorGroup(type="h100", count=8))
+    service.register_nodes(ADMIN, [node])
+    (spec,) = load_specs(
+        "kind: InferenceService\nname: s\nqueue: default\nreplicas: 2\n"
+        "accelerators: {types: [h100]}\ncommand: [serve]\n"
+    )
+    svc = service.submit(ADMIN, spec)[0].id  # type: ignore[arg-type]
+    for _ in range(6):
+        controller.run_pass()
+    view = service.get(ADMIN, svc)
+    assert view.phase == "failed" and "cannot start 'serve'" in view.reason
+    assert len(backend.launches) == 2  # not restarted in a loop
