@@ -133,3 +133,37 @@ def test_a_report_cordons_only_a_node_the_job_runs_on(api: Api) -> None:
     assert api.get("/v1/nodes/elsewhere", api.admin).json()["cordoned"] is False
     kinds = [e["type"] for e in api.get(f"/v1/jobs/{api.job}/events", api.tenant).json()]
     assert "ReportIgnored" in kinds
+
+
+def test_hostile_runtime_events_are_bounded(api: Api) -> None:
+    """What a job's own agent posts is data from the tenant: wrong types are dropped, text is
+    cut short, attempts and fault kinds are bounded, a clock far off is ignored."""
+    path = f"/v1/jobs/{api.job}/runtime-events"
+    token = api.report_token()
+    odd = {"events": [
+        {"event": "fault_detected", "ranks": 5, "kind": "crash", "attempt": 1},
+        {"event": "fault_detected", "ranks": True, "kind": {"x": 1}, "attempt": 2},
+        {"event": "restart", "attempt": 3, "reason": "R" * 5_000_000, "ts": 1e308},
+    ]}  # fmt: skip
+    answer = api.post(path, token, json=odd)
+    assert answer.status_code == 200, answer.text
+    events = api.get(f"/v1/jobs/{api.job}/events", api.tenant).json()
+    assert max(len(e["message"]) for e in events) < 2000
+    assert all(e["ts"] < 1e12 for e in events)
+    many = {"events": [{"event": "fault_detected", "attempt": 10 + i, "kind": f"k{i}"}
+                       for i in range(1000)]}  # fmt: skip
+    for _ in range(3):
+        assert api.post(path, token, json=many).status_code == 200
+    runtime = api.get(f"/v1/jobs/{api.job}", api.tenant).json()["runtime"]
+    assert len(runtime["faults"]) <= 17 and runtime["faults"]["other"] >= 900
+    metrics = api.get("/metrics", api.admin).text
+    assert metrics.count("baige_job_runtime_faults{") <= 17
+
+
+def test_a_guessed_report_token_does_not_tell_which_jobs_exist(api: Api) -> None:
+    events = {"events": [{"event": "restart"}]}
+    headers = "baige_run_guess"
+    real = api.post(f"/v1/jobs/{api.job}/runtime-events", headers, json=events)
+    missing = api.post("/v1/jobs/job-nothere/runtime-events", headers, json=events)
+    assert real.status_code == missing.status_code == 401
+    assert real.json()["error"] == missing.json()["error"]

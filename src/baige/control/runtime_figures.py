@@ -55,6 +55,17 @@ def _attempt_key(event: Mapping[str, Any], figures: Mapping[str, Any], node: str
     return f"{runs.get(node, 0)}.{attempt}"
 
 
+MAX_ATTEMPTS = 1000  # attempts remembered for de-duplication (older ones are counted)
+MAX_KINDS = 16  # distinct fault kinds kept by name; more are counted as "other"
+
+
+def _recent(items: dict[str, Any]) -> dict[str, Any]:
+    """The newest ``MAX_ATTEMPTS`` entries (dicts keep insertion order)."""
+    if len(items) <= MAX_ATTEMPTS:
+        return items
+    return dict(list(items.items())[-MAX_ATTEMPTS:])
+
+
 def fold_event(
     figures: dict[str, Any], name: str, event: Mapping[str, Any], node: str, ts: float
 ) -> None:
@@ -73,26 +84,32 @@ def fold_event(
         by_attempt: dict[str, str] = dict(figures.get("fault_attempts") or {})
         key = _attempt_key(event, figures, node)
         if key not in by_attempt:
-            by_attempt[key] = str(event.get("kind") or "unknown")[:32]
-            figures["fault_attempts"] = by_attempt
-            faults: dict[str, int] = {}
-            for kind in by_attempt.values():
-                faults[kind] = faults.get(kind, 0) + 1
+            faults: dict[str, int] = dict(figures.get("faults") or {})
+            kind = str(event.get("kind") or "unknown")[:32]
+            if kind not in faults and len(faults) >= MAX_KINDS:
+                kind = "other"  # a job cannot make /metrics grow a series per made-up kind
+            by_attempt[key] = kind
+            faults[kind] = faults.get(kind, 0) + 1  # counted as they come, never recounted
+            figures["fault_attempts"] = _recent(by_attempt)
             figures["faults"] = faults
         detect = num(event.get("detect_s"))
         if detect is not None:
             figures["last_detection_s"] = detect
             figures["max_detection_s"] = max(float(figures.get("max_detection_s") or 0), detect)
     elif name == "restart":
-        restarted = {*figures.get("restart_attempts", []), _attempt_key(event, figures, node)}
-        figures["restart_attempts"] = sorted(restarted)
-        figures["restarts"] = len(restarted)
+        seen: list[str] = list(figures.get("restart_attempts", []))
+        key = _attempt_key(event, figures, node)
+        if key not in seen:
+            seen.append(key)
+            figures["restarts"] = int(figures.get("restarts", 0)) + 1
+        figures["restart_attempts"] = seen[-MAX_ATTEMPTS:]
     elif name == "restored":
         lost: dict[str, int] = dict(figures.get("lost_by_attempt") or {})
         key = _attempt_key(event, figures, node)
-        lost[key] = max(lost.get(key, 0), _int(event.get("lost_steps")) or 0)
-        figures["lost_by_attempt"] = lost
-        figures["lost_steps"] = sum(lost.values())
+        before = lost.get(key, 0)
+        lost[key] = max(before, min(_int(event.get("lost_steps")) or 0, 10**12))
+        figures["lost_by_attempt"] = _recent(lost)
+        figures["lost_steps"] = int(figures.get("lost_steps", 0)) + lost[key] - before
         recovery = num(event.get("recovery_s"))
         if recovery is not None:
             figures["last_recovery_s"] = recovery

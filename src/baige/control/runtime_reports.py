@@ -31,7 +31,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from baige.control.auth import authenticate
-from baige.control.errors import Forbidden, NotFound, Unauthorized
+from baige.control.errors import Forbidden, Unauthorized
 from baige.control.runtime_figures import REPORT_TOKEN_PREFIX, fold_event, num
 from baige.control.service import record_event
 from baige.store.db import Database
@@ -61,6 +61,26 @@ class RuntimeEventsRequest(BaseModel):
     events: list[dict[str, Any]] = Field(min_length=1, max_length=_MAX_EVENTS)
 
 
+_CLOCK_SLACK_S = 86400.0
+_MAX_TEXT = 300
+_MAX_RANKS = 64
+
+
+def _clean(event: Mapping[str, Any]) -> dict[str, Any]:
+    """An event as the figures and messages use it: scalars only (strings cut short, numbers
+    finite), ``ranks`` a short list of integers; anything else a job sent is dropped."""
+    out: dict[str, Any] = {}
+    for key, value in list(event.items())[:64]:
+        name = str(key)[:64]
+        if name == "ranks" and isinstance(value, list):
+            out[name] = [int(r) for r in value[:_MAX_RANKS] if num(r) is not None]
+        elif isinstance(value, str):
+            out[name] = value[:_MAX_TEXT]
+        elif isinstance(value, bool) or value is None or num(value) is not None:
+            out[name] = value
+    return out
+
+
 def _report_token(db: Database, header: str | None) -> str:
     """The report token in ``header`` (without its prefix); any other token is refused:
     401 when it is no valid token, 403 when it is a user's."""
@@ -83,7 +103,9 @@ def _message(name: str, event: Mapping[str, Any], node: str) -> str:
     where = f" on {node}" if node else ""
     detect = num(event.get("detect_s"))
     if name == "fault_detected":
-        ranks = ", ".join(str(r) for r in event.get("ranks") or []) or "?"
+        listed = event.get("ranks")
+        ranks = ", ".join(str(r) for r in listed) if isinstance(listed, list) else str(listed)
+        ranks = ranks if listed else "?"
         took = f" {detect:.1f} s after it happened" if detect is not None else ""
         text = str(event.get("message") or "")[:300]
         return f"{event.get('kind', 'fault')} of rank(s) {ranks}{where} detected{took}: {text}"
@@ -118,11 +140,15 @@ def _message(name: str, event: Mapping[str, Any], node: str) -> str:
 def _cordon_reported(session: Session, row: WorkloadRow, node: str, why: str) -> None:
     """Cordon a node the job's agent reports for straggling — only one the job runs on: a
     report token is the job's, and a job must not be able to take other tenants' nodes."""
-    placed = {str(p.get("node")) for p in row.placements or []}
+    # only a job holding whole cards there: one with a sliver of a card on every node could
+    # otherwise cordon them all
+    placed = {
+        str(p.get("node")) for p in row.placements or [] if (num(p.get("milli")) or 1000) >= 1000
+    }
     if node not in placed:
         record_event(session, "workload", row.id, "ReportIgnored", "NotPlacedThere",
-                     f"a report named node {node[:100]!r}, where this job does not run; "
-                     "not cordoned", tenant=row.tenant)  # fmt: skip
+                     f"a report named node {node[:100]!r}, where this job holds no whole "
+                     "card; not cordoned", tenant=row.tenant)  # fmt: skip
         return
     target = session.get(NodeRow, node)
     if target is None or target.cordoned:
@@ -142,14 +168,20 @@ def accept_runtime_events(
     with db.session() as session:
         row = session.get(WorkloadRow, workload_id)
         if row is None or row.kind != "TrainingJob":
-            raise NotFound(f"{workload_id!r} not found")
+            # the same answer as a wrong token: a guessed token must not tell which ids exist
+            hmac.compare_digest(given, "0" * 32)
+            raise Unauthorized("invalid report token for this job")
         _authorized(row, given)
         figures: dict[str, Any] = dict(row.runtime or {})
         reported: list[tuple[str, str]] = []
-        for event in body.events:
-            name = str(event.get("event") or "")
+        now = time.time()
+        for raw in body.events:
+            event = _clean(raw)
+            name = str(event.get("event") or "")[:64]
             node = str(event.get("node") or body.node)[:253]
-            ts = num(event.get("ts")) or time.time()
+            ts = num(event.get("ts")) or now
+            if abs(ts - now) > _CLOCK_SLACK_S:
+                ts = now  # a clock a day off (or 1e308) would sort first forever
             fold_event(figures, name, event, node, ts)
             shown = _SHOWN.get(name)
             if shown is not None:
