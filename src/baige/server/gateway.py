@@ -59,6 +59,10 @@ class ServiceUnavailable(ApiError):
     status = 503
 
 
+class TooManyRequests(ApiError):
+    status = 429
+
+
 @dataclass(frozen=True, slots=True)
 class _Endpoint:
     replica_id: str
@@ -68,10 +72,24 @@ class _Endpoint:
 class Gateway:
     """Routes ``/s/{service}/…`` requests to the service's replicas."""
 
-    def __init__(self, db: Database, board: LoadBoard, *, timeout_s: float = 300.0) -> None:
+    def __init__(
+        self,
+        db: Database,
+        board: LoadBoard,
+        *,
+        timeout_s: float = 300.0,
+        per_tenant: int = 256,
+    ) -> None:
         self.db = db
         self.board = board
-        self.http = httpx.AsyncClient(timeout=httpx.Timeout(timeout_s, connect=2.0))
+        # a large pool that is never waited on for long: a tenant's slow replicas must not
+        # hold the connections every other tenant's requests need
+        self.http = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout_s, connect=2.0, pool=2.0),
+            limits=httpx.Limits(max_connections=4096, max_keepalive_connections=512),
+        )
+        self.per_tenant = per_tenant  # requests in flight through the gateway per tenant
+        self._tenant_in_flight: dict[str, int] = {}
         self._cache: dict[str, tuple[float, str, str | None, list[_Endpoint]]] = {}
         self._outstanding: dict[str, int] = {}
         self._down: dict[str, float] = {}
@@ -115,15 +133,18 @@ class Gateway:
             endpoints = [_Endpoint(r.id, f"http://127.0.0.1:{r.port}") for r in replicas]
             return row.id, row.tenant, endpoints
 
-    async def _endpoints(self, who: Principal, ref: str) -> tuple[str, list[_Endpoint]]:
+    async def _endpoints(self, who: Principal, ref: str) -> tuple[str, str | None, list[_Endpoint]]:
         now = time.monotonic()
-        cached = self._cache.get(ref)
+        key = f"{who.name}\0{who.tenant}\0{ref}"  # a name means different services to each caller
+        cached = self._cache.get(key)
         if cached is not None and now - cached[0] < ENDPOINTS_TTL_S and who.sees(cached[2]):
-            return cached[1], cached[3]
+            return cached[1], cached[2], cached[3]
         service_id, tenant, endpoints = await run_in_threadpool(self._lookup, who, ref)
-        self._cache[ref] = (now, service_id, tenant, endpoints)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[key] = (now, service_id, tenant, endpoints)
         self.board.set_ready(service_id, len(endpoints))
-        return service_id, endpoints
+        return service_id, tenant, endpoints
 
     def _choose(self, endpoints: list[_Endpoint], tried: set[str]) -> _Endpoint | None:
         now = time.monotonic()
@@ -137,9 +158,39 @@ class Gateway:
         return min(usable, key=lambda e: (self._outstanding.get(e.url, 0), order[e.url]))
 
     async def handle(self, request: Request, who: Principal, ref: str, path: str) -> Response:
-        service_id, endpoints = await self._endpoints(who, ref)
+        service_id, tenant, endpoints = await self._endpoints(who, ref)
         if not endpoints:
             raise ServiceUnavailable(f"service {ref!r} has no running replica yet; retry")
+        owner = tenant or "admin"
+        if self._tenant_in_flight.get(owner, 0) >= self.per_tenant:
+            raise TooManyRequests(
+                f"{self.per_tenant} requests of tenant {owner!r} are already in flight through "
+                "the gateway; retry when some have finished"
+            )
+        self._tenant_in_flight[owner] = self._tenant_in_flight.get(owner, 0) + 1
+        try:
+            response = await self._forward(request, service_id, endpoints, ref, path, owner)
+        except BaseException:
+            self._tenant_done(owner)
+            raise
+        return response
+
+    def _tenant_done(self, owner: str) -> None:
+        left = self._tenant_in_flight.get(owner, 1) - 1
+        if left <= 0:
+            self._tenant_in_flight.pop(owner, None)
+        else:
+            self._tenant_in_flight[owner] = left
+
+    async def _forward(
+        self,
+        request: Request,
+        service_id: str,
+        endpoints: list[_Endpoint],
+        ref: str,
+        path: str,
+        owner: str,
+    ) -> Response:
         body = await request.body()
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP]
         since = self.board.started(service_id)
@@ -163,6 +214,10 @@ class Gateway:
                 self._release(endpoint)
                 self._down[endpoint.url] = time.monotonic() + DOWN_S
                 continue
+            except httpx.PoolTimeout:
+                self._release(endpoint)
+                self.board.finished(service_id, since, ok=False)
+                raise ServiceUnavailable("the gateway is at its connection limit; retry") from None
             except httpx.HTTPError as err:
                 self._release(endpoint)
                 self.board.finished(service_id, since, ok=False)
@@ -184,6 +239,7 @@ class Gateway:
             done.set()
             await response.aclose()
             self._release(endpoint)
+            self._tenant_done(owner)
             self.board.finished(service_id, since, ok=response.status_code < 500)
 
         # raw bytes pass through, so content-encoding stays as the replica set it

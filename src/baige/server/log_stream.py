@@ -28,7 +28,7 @@ from baige.control.service import ControlService
 __all__ = ["CHUNK", "FollowLimit", "TooManyFollowers", "followed", "stream_logs", "tail_offset"]
 
 CHUNK = 1 << 20  # bytes read (and sent) at a time
-_TAIL_SCAN = 64 << 20  # how far back from the end ``tail`` looks for line breaks
+_TAIL_SCAN = 4 << 20  # how far back from the end ``tail`` looks for line breaks
 
 
 class TooManyFollowers(ApiError):
@@ -84,7 +84,8 @@ def _read_from(path: Path, offset: int) -> tuple[bytes, int]:
 
 def tail_offset(path: Path, lines: int) -> int:
     """Where the last ``lines`` lines of ``path`` begin (0 if it has fewer), found by reading
-    backwards in blocks, never more than ``_TAIL_SCAN`` bytes."""
+    backwards in blocks (``bytes.rfind``, not a Python loop per byte); never more than
+    ``_TAIL_SCAN`` bytes back, so output with no line breaks costs one bounded read."""
     try:
         with open(path, "rb") as handle:
             end = handle.seek(0, 2)
@@ -92,14 +93,14 @@ def tail_offset(path: Path, lines: int) -> int:
             if end and _last_byte(handle, end) == b"\n":
                 found = -1  # the final newline ends the last line; it does not start one
             while position > 0 and end - position < _TAIL_SCAN:
-                start = max(0, position - block)
+                start = max(0, position - block, end - _TAIL_SCAN)
                 handle.seek(start)
                 data = handle.read(position - start)
-                for index in range(len(data) - 1, -1, -1):
-                    if data[index] == 0x0A:
-                        found += 1
-                        if found == lines:
-                            return start + index + 1
+                cut = len(data)
+                while (cut := data.rfind(b"\n", 0, cut)) >= 0:
+                    found += 1
+                    if found == lines:
+                        return start + cut + 1
                 position = start
             return position
     except OSError:

@@ -56,3 +56,10 @@ def test_the_follow_limit_counts_each_stream_once() -> None:
     assert limit.open_streams(alice) == 1
     limit.acquire(alice)
     assert limit.open_streams(alice) == 2
+
+
+def test_tail_of_output_without_line_breaks_is_one_bounded_read(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    path.write_bytes(b"x" * (20 << 20))  # 20 MiB, no newline
+    start = tail_offset(path, 5)
+    assert (20 << 20) - start <= 4 << 20  # at most the last 4 MiB
