@@ -49,6 +49,11 @@ __all__ = [
 
 DEFAULT_INFERENCE_PRIORITY = 1000
 MAX_REPLICAS = 100_000
+MAX_PRIORITY = 1_000_000
+# the smallest share of a card, in thousandths: at most 50 replicas share one card (CUDA MPS
+# serves 48 clients per device), so a tenant cannot turn a card of quota into thousands of
+# processes
+MIN_SHARE_MILLI = 20
 
 # Variables Baige sets in every replica (its cards, its place in the job, where it reports).
 # A value written in a spec would be overridden without a word, so such a spec is refused.
@@ -98,8 +103,11 @@ class AcceleratorRequest(SpecModel):
             raise ValueError(
                 "share applies to a single card: use count: 1 with share, or whole cards"
             )
-        if self.share is not None and round(self.share * 1000) < 1:
-            raise ValueError(f"share {self.share} is below the smallest share, 0.001 of a card")
+        if self.share is not None and round(self.share * 1000) < MIN_SHARE_MILLI:
+            raise ValueError(
+                f"share {self.share} is below the smallest share, {MIN_SHARE_MILLI / 1000:g} of "
+                f"a card (at most {1000 // MIN_SHARE_MILLI} replicas share one card)"
+            )
         return self
 
     @property
@@ -111,8 +119,8 @@ class AcceleratorRequest(SpecModel):
 class Resources(SpecModel):
     """Host resources for ONE replica (0 = not requested)."""
 
-    cpu: CpuMilli = 0
-    memory: MemoryMiB = 0
+    cpu: Annotated[CpuMilli, Field(ge=0, le=10_000_000)] = 0  # up to 10,000 cores
+    memory: Annotated[MemoryMiB, Field(ge=0, le=1 << 30)] = 0  # up to 1 PiB
 
 
 class TopologyLevel(StrEnum):
@@ -133,7 +141,7 @@ class TopologyPolicy(SpecModel):
 class CheckpointPolicy(SpecModel):
     """How a job checkpoints; a checkpoint-aware job is cheaper to preempt or shrink."""
 
-    interval: DurationSeconds = Field(default=600.0, gt=0)
+    interval: DurationSeconds = Field(default=600.0, ge=1, le=30 * 86400)
     directory: Text | None = None
 
 
@@ -193,12 +201,12 @@ class TrainingJobSpec(_WorkloadBase):
     kind: Literal["TrainingJob"] = "TrainingJob"
     replicas: int = Field(default=1, ge=1, le=MAX_REPLICAS)
     min_replicas: int | None = Field(default=None, ge=1)
-    priority: int = 0
+    priority: int = Field(default=0, ge=-MAX_PRIORITY, le=MAX_PRIORITY)
     preemptible: bool = True
-    time_limit: DurationSeconds | None = None
+    time_limit: DurationSeconds | None = Field(default=None, gt=0, le=366 * 86400)
     checkpoint: CheckpointPolicy | None = None
     topology: TopologyPolicy = Field(default_factory=TopologyPolicy)
-    max_restarts: int = Field(default=3, ge=0)
+    max_restarts: int = Field(default=3, ge=0, le=1000)
 
     @model_validator(mode="after")
     def _elastic_range(self) -> TrainingJobSpec:
@@ -273,7 +281,7 @@ class InferenceServiceSpec(_WorkloadBase):
     command: tuple[Argument, ...] = Field(default=(), max_length=4096)
     engine: EngineSpec | None = None
     replicas: int = Field(default=1, ge=0, le=MAX_REPLICAS)
-    priority: int = DEFAULT_INFERENCE_PRIORITY
+    priority: int = Field(default=DEFAULT_INFERENCE_PRIORITY, ge=-MAX_PRIORITY, le=MAX_PRIORITY)
     preemptible: bool = False
     latency_sensitive: bool = True
     port: int | None = Field(default=None, ge=1, le=65535)

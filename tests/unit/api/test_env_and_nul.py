@@ -55,3 +55,26 @@ def test_the_reserved_set_covers_every_vendor_and_the_rendezvous() -> None:
 def test_ordinary_variables_still_pass() -> None:
     (spec,) = load_specs(BASE + "command: [python3]\nenv: {NCCL_DEBUG: WARN, BAIGE_FAULT: x}\n")
     assert spec.env == {"NCCL_DEBUG": "WARN", "BAIGE_FAULT": "x"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ("priority: 1000000000000000000000000000000", "priority"),
+        ("priority: -1180591620717411303424", "priority"),
+        ("max_restarts: 1000000000000000000000000000000", "max_restarts"),
+        ("time_limit: 1e300", "time_limit"),
+        ("resources: {cpu: 1000000000000000000000000000000}", "resources.cpu"),
+        ("resources: {memory: 1000000000000000000000000000000}", "resources.memory"),
+        ("checkpoint: {interval: 1e-300}", "checkpoint.interval"),
+    ],
+)
+def test_extreme_numbers_are_refused_naming_the_field(extra: str, field: str) -> None:
+    found = problems(BASE + "command: [python3]\n" + extra + "\n")
+    assert any(f == field for f, _ in found), found
+
+
+def test_a_sliver_of_a_card_is_refused() -> None:
+    text = BASE.replace("{count: 1, types: [h100]}", "{share: 0.001, types: [h100]}")
+    found = problems(text + "command: [python3]\n")
+    assert "at most 50 replicas share one card" in found[0][1]

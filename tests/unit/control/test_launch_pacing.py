@@ -22,7 +22,7 @@ name: swarm
 queue: default
 replicas: 600
 priority: 10
-accelerators: {count: 1, share: 0.001, types: [h100]}
+accelerators: {count: 1, share: 0.02, types: [h100]}
 command: [sleep, '100']
 """
 JOB = """\
@@ -41,8 +41,10 @@ def test_launches_are_paced_and_shared(tmp_path: Path) -> None:
     controller = Controller(db, backend, max_launches_per_pass=100)
     service = ControlService(db, wake=controller.wake)
     service.apply_queue(ADMIN, QueueSpec(name="default"))
-    node = NodeSpec(name="n0", accelerators=AcceleratorGroup(type="h100", count=8))
-    service.register_nodes(ADMIN, [node])
+    nodes = [
+        NodeSpec(name=f"n{i}", accelerators=AcceleratorGroup(type="h100", count=8)) for i in (0, 1)
+    ]
+    service.register_nodes(ADMIN, nodes)
     ids = []
     for text in (SERVICE, JOB):
         (spec,) = load_specs(text)
