@@ -79,6 +79,11 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'baige.db'}"
 
 
+# `baige up` options that keep replicas as the test's own user when it runs as root (where
+# the default maps each tenant to an unprivileged user)
+ROOT_OPT_OUT = ["--tenant-user", "*=root"] if os.getuid() == 0 else []
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -37,7 +37,7 @@ import pytest
 
 from baige.client import BaigeClient
 
-from .conftest import free_port
+from .conftest import ROOT_OPT_OUT, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -130,7 +130,10 @@ class Platform:
         self.log = home / "server.log"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "baige.cli.main", "up", "--port", str(self.port),
-             "--home", str(home), "--fake-accelerators", "h100:8", "--fake-nodes", "2"],
+             "--home", str(home), "--fake-accelerators", "h100:8", "--fake-nodes", "2",
+             # as root, replicas would run as baige-<tenant>, who cannot run this venv's
+             # Python under /root (the fake engine); isolation has its own test
+             *ROOT_OPT_OUT],
             env={**os.environ, "BAIGE_HOME": str(home)},
             stdout=open(self.log, "ab"),
             stderr=subprocess.STDOUT,

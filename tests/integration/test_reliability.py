@@ -19,7 +19,7 @@ import pytest
 from baige.api import load_specs
 from baige.client import BaigeClient, BaigeError
 
-from .conftest import free_port, wait_for
+from .conftest import ROOT_OPT_OUT, free_port, wait_for
 
 SLEEPER = """\
 kind: TrainingJob
@@ -46,7 +46,10 @@ class Server:
         env = {**os.environ, "BAIGE_HOME": str(self.home)}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "baige.cli.main", "up", "--port", str(self.port),
-             "--db", self.db_url, "--fake-accelerators", "h100:8", "--fake-nodes", "2"],
+             "--db", self.db_url, "--fake-accelerators", "h100:8", "--fake-nodes", "2",
+             # its replicas write into the test's (root-only) tmp dir; isolation has its own
+             # test (test_isolation.py)
+             *ROOT_OPT_OUT],
             env=env, stdout=subprocess.DEVNULL, stderr=open(self.home / "server.log", "ab"),
         )  # fmt: skip
         wait_for(self._healthy, timeout=30)

@@ -52,6 +52,8 @@ class ReplicaLaunch:
     # the node of replica 0, where a training job's replicas meet (MASTER_ADDR); a backend
     # whose replicas run on other hosts points MASTER_ADDR at that node's address
     master_node: str = ""
+    # whose workload it is: a backend that isolates tenants runs it as that tenant's user
+    tenant: str = ""
 
 
 @dataclass(frozen=True, slots=True)

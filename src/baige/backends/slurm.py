@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from baige.backends.base import ReplicaLaunch, ReplicaObservation, ReplicaState
+from baige.backends.identity import TenantUsers, clean_env, own_identity
 from baige.hw.catalog import UnknownAcceleratorError, get_chip
 
 __all__ = ["SlurmBackend", "SlurmError", "SlurmNodeInfo"]
@@ -89,10 +90,14 @@ class SlurmBackend:
         *,
         partition: str | None = None,
         retry_seconds: float = 60.0,
+        users: TenantUsers | None = None,
     ) -> None:
         self.runs = runs
         self.runs.mkdir(parents=True, exist_ok=True)
         self.env = dict(os.environ if env is None else env)
+        self.users = users  # None: jobs run as this process's user
+        if users is not None:
+            self.runs.chmod(0o711)  # each job reaches its own run directory, lists none
         self.partition = partition
         self.retry_seconds = retry_seconds
         self._gres: dict[str, str] = {}  # catalog key -> the GRES type name Slurm uses
@@ -192,11 +197,16 @@ class SlurmBackend:
         return self.observe([replica.id])[replica.id]
 
     def _submit(self, replica: ReplicaLaunch, rundir: Path, name: str) -> str:
-        script = rundir / "job.sh"
-        shim = [sys.executable, "-m", "baige.backends.shim", str(rundir), "--"]
-        script.write_text(f'#!/bin/sh\nexec {" ".join(shlex.quote(a) for a in shim)} "$@"\n')
-        script.chmod(0o755)
-        env = {**self.env, **replica.env}
+        identity = own_identity()
+        if self.users is not None:
+            try:
+                identity = self.users.identity(replica.tenant)
+            except OSError as err:
+                raise SlurmError(f"cannot run as the tenant's user: {err}") from err
+        # the job's environment travels in a file only it reads, never as sbatch's (the
+        # control plane's) environment: the shim gives the command exactly this, plus the
+        # variables Slurm sets
+        env = clean_env(identity, {**replica.env, "BAIGE_REPLICA_ID": replica.id})
         if replica.master_node and "MASTER_ADDR" in env:
             # the replicas meet on replica 0's node, wherever Slurm runs this one
             if replica.master_node not in self._address:
@@ -204,6 +214,21 @@ class SlurmBackend:
             env["MASTER_ADDR"] = self._address.get(replica.master_node, replica.master_node)
         if replica.visibility_env:
             env.pop(replica.visibility_env, None)  # Slurm binds the cards and sets it
+        env_file = rundir / "env.json"
+        descriptor = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            json.dump(env, handle)
+        script = rundir / "job.sh"
+        shim = [sys.executable, "-m", "baige.backends.shim", str(rundir), "--env", str(env_file)]
+        if replica.working_dir:
+            shim += ["--cwd", replica.working_dir]  # gone by then: fails, never elsewhere
+        script.write_text(
+            f'#!/bin/sh\nexec {" ".join(shlex.quote(a) for a in [*shim, "--"])} "$@"\n'
+        )
+        script.chmod(0o755)
+        if identity.uid is not None:
+            for path in (rundir, env_file, script):  # the job (its shim) writes here
+                os.chown(path, identity.uid, identity.gid if identity.gid is not None else -1)
         gres_type = self._gres.get(replica.accel_type)
         if gres_type is None:
             self.inventory()
@@ -215,7 +240,11 @@ class SlurmBackend:
             # Baige reschedules a replica whose node fails; Slurm requeueing it too (its
             # default) would start it twice once the node is back
             "--no-requeue",
+            # the job gets PATH and Slurm's own variables, not the control plane's environment
+            "--export=PATH",
         ]  # fmt: skip
+        if identity.uid is not None:  # as root: the tenant's user (sbatch --uid needs root)
+            args += [f"--uid={identity.uid}", f"--gid={identity.gid}"]
         if replica.devices:
             args.append(f"--gres=gpu:{gres_type}:{len(replica.devices)}")
         if self.partition:
@@ -223,12 +252,7 @@ class SlurmBackend:
         if replica.working_dir:
             args.append(f"--chdir={replica.working_dir}")
         args += [str(script), *replica.command]
-        saved, self.env = self.env, env
-        try:
-            out = self._call(*args)
-        finally:
-            self.env = saved
-        return out.strip().split(";")[0]
+        return self._call(*args).strip().split(";")[0]
 
     def stop(self, replica_id: str) -> None:
         self._stopping.add(replica_id)

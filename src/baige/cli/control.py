@@ -498,6 +498,17 @@ def up(
         float, typer.Option(min=1.0, help="Seconds of silence before a node is failed.")
     ] = 10.0,
     home: Annotated[Path | None, typer.Option(help="Data directory (default ~/.baige).")] = None,
+    tenant_user: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="TENANT=USER: run that tenant's replicas as USER ('*=USER' for every tenant; "
+            "repeatable). Default as root: tenant T runs as baige-T (admin: baige-admin)."
+        ),
+    ] = None,
+    allow_workdir: Annotated[
+        list[Path] | None,
+        typer.Option(help="A directory working_dir must lie under (repeatable; default: any)."),
+    ] = None,
 ) -> None:
     """Run the control plane: the API, the controller and this machine's node agent."""
     import logging  # noqa: PLC0415 - the server's imports stay out of the other commands
@@ -535,7 +546,17 @@ def up(
             "no accelerators found: declaring 8 fake h100 per node "
             "(choose with --fake-accelerators TYPE:COUNT)"
         )
+    from baige.backends.identity import parse_tenant_users  # noqa: PLC0415
+
+    try:
+        users = parse_tenant_users(tenant_user or [])
+    except ValueError as err:
+        raise _fail(err) from None
+    if users and os.geteuid() != 0:
+        raise _fail(ValueError("--tenant-user needs `baige up` to run as root"))
     options = PlatformOptions(
+        tenant_users=users if os.geteuid() == 0 and backend != "fake" else None,
+        allowed_workdirs=tuple(p.expanduser().resolve() for p in allow_workdir or []),
         db_url=db or default_db_url(data),
         home=data,
         accelerators=accelerators,

@@ -14,7 +14,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from baige.api.nodes import AcceleratorGroup, NodeSpec
 from baige.api.queues import QueueSpec
 from baige.backends.base import Backend
 from baige.backends.fake import FakeBackend
+from baige.backends.identity import TenantUsers
 from baige.backends.local import LocalBackend
 from baige.backends.slurm import SlurmBackend
 from baige.control.auth import Principal, ensure_admin_token
@@ -59,6 +60,26 @@ class PlatformOptions:
     backend: str = "local"
     # Where replicas reach the API (BAIGE_URL for `baige run`'s reports); None: no reports.
     api_url: str | None = None
+    # Run each tenant's replicas as its own unprivileged user (local and Slurm backends;
+    # needs root). None: as this process's user (no isolation between tenants).
+    tenant_users: Mapping[str, str] | None = None
+    # Directories a working_dir must lie under (empty: any existing directory).
+    allowed_workdirs: tuple[Path, ...] = ()
+
+
+def _lock_down(home: Path, db_url: str) -> None:
+    """Keep replicas (other users) out of the control plane's files: they may pass through
+    ``home`` (to their own HOME under it) but list or read nothing else there."""
+    home.mkdir(parents=True, exist_ok=True)
+    home.chmod(0o711)
+    for name in ("admin-token", "baige.lock"):
+        with contextlib.suppress(FileNotFoundError):
+            (home / name).chmod(0o600)
+    if db_url.startswith("sqlite:///"):
+        db_file = Path(db_url.removeprefix("sqlite:///"))
+        for path in (db_file, Path(f"{db_file}-wal"), Path(f"{db_file}-shm")):
+            with contextlib.suppress(FileNotFoundError):
+                path.chmod(0o600)
 
 
 def local_node_names(count: int) -> list[str]:
@@ -135,13 +156,30 @@ class Platform:
         self.db = Database(options.db_url)
         self.backend: Backend
         self.slurm: SlurmSync | None = None
+        users = None
+        if options.tenant_users is not None:
+            users = TenantUsers(options.home / "tenants", options.tenant_users)
+            os.umask(0o077)  # the control plane's files are its own (replicas reset it)
+            _lock_down(options.home, options.db_url)
         if options.backend == "slurm":
-            slurm = SlurmBackend(options.home / "runs")
+            slurm = SlurmBackend(options.home / "runs", users=users)
             self.backend = slurm
         elif options.backend == "fake":
             self.backend = FakeBackend()
         else:
-            self.backend = LocalBackend(options.home / "runs")
+            self.backend = LocalBackend(
+                options.home / "runs", users=users, allowed_workdirs=list(options.allowed_workdirs)
+            )
+            if users is None:
+                log.warning(
+                    "replicas run as uid %d, the user of this process: the local backend "
+                    "offers no isolation between tenants nor from the control plane's files "
+                    "(%s)",
+                    os.geteuid(),
+                    "no tenant → user mapping was given"
+                    if os.geteuid() == 0
+                    else "`baige up` as root runs each tenant as its own user",
+                )
         # the service gateway's load, read by the controller's autoscaler (one process today)
         self.board = LoadBoard()
         self.controller = Controller(
@@ -153,7 +191,8 @@ class Platform:
             api_url=options.api_url,
             load=self.board.sample,
         )
-        self.service = ControlService(self.db, wake=self.controller.wake)
+        check = getattr(self.backend, "check_launchable", None)
+        self.service = ControlService(self.db, wake=self.controller.wake, check_launchable=check)
         if isinstance(self.backend, SlurmBackend):
             self.slurm = SlurmSync(self.service, self.backend, SYSTEM)
         local = options.accelerators is not None and options.backend != "slurm"
@@ -165,6 +204,8 @@ class Platform:
     def prepare(self) -> None:
         """First-start set-up: the admin token, a default queue, this machine's nodes."""
         self.admin_token = ensure_admin_token(self.db, self.options.home / "admin-token")
+        if self.options.tenant_users is not None:
+            _lock_down(self.options.home, self.options.db_url)
         with self.db.session() as session:
             has_queue = session.scalars(select(QueueRow.name)).first() is not None
         if not has_queue:

@@ -154,9 +154,17 @@ def workload_view(row: WorkloadRow, replicas: Sequence[ReplicaRow] = ()) -> Work
 class ControlService:
     """The operations behind every endpoint."""
 
-    def __init__(self, db: Database, *, wake: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        wake: Callable[[], None] | None = None,
+        check_launchable: Callable[[WorkloadSpecT], list[dict[str, object]]] | None = None,
+    ) -> None:
         self.db = db
         self.wake = wake or (lambda: None)
+        # the backend's view of what could never start (a working_dir that does not exist)
+        self.check_launchable = check_launchable
 
     # -- queues --------------------------------------------------------------------------
 
@@ -383,6 +391,10 @@ class ControlService:
         self, who: Principal, spec: WorkloadSpecT, idempotency_key: str | None = None
     ) -> tuple[WorkloadView, bool]:
         """Accept a job or service; with an idempotency key, a retry returns the first one."""
+        problems = self.check_launchable(spec) if self.check_launchable is not None else []
+        if problems:
+            raise Invalid(f"{spec.kind} {spec.name} cannot run here: {problems[0]['message']}",
+                          problems)  # fmt: skip
         now = time.time()
         data = spec.model_dump(mode="json")
         with self.db.session() as session:

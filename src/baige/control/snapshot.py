@@ -222,4 +222,5 @@ def launch_record(
         devices=tuple(replica.devices),
         visibility_env=visibility,
         master_node=str(workload.placements[0].get("node", "")) if workload.placements else "",
+        tenant=workload.tenant or "admin",
     )
