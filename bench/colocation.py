@@ -69,7 +69,10 @@ def start_platform(home: Path, port: int) -> subprocess.Popen[bytes]:
     log = open(home / "up.log", "wb")  # the child's output, closed when it exits
     return subprocess.Popen(
         [sys.executable, "-m", "baige.cli.main", "up", "--home", str(home), "--port", str(port),
-         "--fake-accelerators", "h100:8", "--fake-nodes", "4"],
+         "--fake-accelerators", "h100:8", "--fake-nodes", "4",
+         # as root, replicas would run as baige-<tenant>, who cannot run a Python under /root
+         # (the fake engine runs Baige's own interpreter)
+         *(["--tenant-user", "*=root"] if os.getuid() == 0 else [])],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
 
