@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from typer.exceptions import TyperException
 
 from baige import __version__
 from baige.api import SpecError, load_spec_file
 from baige.cli import control, sim
 from baige.cli import plan as plan_cli
 from baige.cli import run as run_cli
-from baige.cli.output import print_json, print_table, say
+from baige.cli.output import error_json, print_json, print_table, say
 
 if TYPE_CHECKING:
     from baige.hw.figures import Figure
@@ -153,8 +155,27 @@ def validate(
         raise typer.Exit(code=1)
 
 
-def main() -> None:
-    app()
+def main(argv: list[str] | None = None) -> None:
+    """The ``baige`` command. With ``--json`` anywhere on the line, even a usage error (a
+    missing argument, an unknown option) is the one JSON error shape on stdout, exit 2."""
+    args = sys.argv[1:] if argv is None else argv
+    if "--json" not in args:
+        app(args=args)
+        return
+    try:
+        # without standalone mode, click returns a command's exit code instead of exiting
+        code = app(args=args, standalone_mode=False)
+    except typer.Exit as done:
+        raise SystemExit(done.exit_code) from None
+    except typer.Abort:
+        raise SystemExit(1) from None
+    except TyperException as err:  # a usage error: a missing argument, an unknown option
+        message = err.format_message() if hasattr(err, "format_message") else str(err)
+        param = getattr(getattr(err, "param", None), "name", None) or ""
+        print_json(error_json(message, problems=[{"field": param, "message": message}]))
+        raise SystemExit(getattr(err, "exit_code", 2)) from None
+    if isinstance(code, int) and code:
+        raise SystemExit(code)
 
 
 if __name__ == "__main__":

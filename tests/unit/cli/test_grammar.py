@@ -156,3 +156,19 @@ def test_version_and_catalog_json() -> None:
     assert json.loads(runner.invoke(app, ["version", "--json"]).stdout)["version"]
     table = runner.invoke(app, ["catalog"]).output
     assert "Sources:" in table and "datasheet" in table
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["submit", "--json"], ["jobs", "--bogus", "--json"], ["scale", "svc-1", "--json"]],
+)
+def test_usage_errors_are_json_too(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """A usage error (a missing argument, an unknown option) under --json is the same JSON
+    error shape on stdout, exit 2, as every other error."""
+    from baige.cli.main import main  # noqa: PLC0415
+
+    with pytest.raises(SystemExit) as ended:
+        main(argv)
+    assert ended.value.code == 2
+    body = json.loads(capsys.readouterr().out)
+    assert set(body) == {"error", "status", "problems"} and body["error"]
