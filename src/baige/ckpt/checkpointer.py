@@ -432,7 +432,10 @@ class Checkpointer:
             raise CheckpointError("load() on a closed Checkpointer")
         with locked(self.files.lock):
             ctl = self._control()
-        loader = Loader(self.root, self.rank, self.world_size, self.files, self.process_group)
+        mappings = [slot.map if slot is not None else None for slot in self._slots]
+        loader = Loader(
+            self.root, self.rank, self.world_size, self.files, self.process_group, mappings
+        )
         restored = loader.load(ctl, template, step)
         if loader.timeline is not None:
             self.timeline = loader.timeline

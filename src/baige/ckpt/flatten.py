@@ -26,6 +26,7 @@ __all__ = [
     "dtensor_leaves",
     "dtype_code",
     "flatten",
+    "tensor_leaves",
     "torch_dtype",
     "unflatten",
 ]
@@ -200,6 +201,33 @@ def dtensor_leaves(state: Mapping[str, Any]) -> dict[str, Any]:
     for k, v in state.items():
         walk(v, (str(k),))
     return out
+
+
+def tensor_leaves(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """The plain (non-DTensor) tensors in ``state`` by the names ``flatten`` gives them: a
+    load template's tensors, which a restore fills in place. The objects themselves (a
+    ``Parameter`` stays one), not detached copies."""
+    try:
+        _, leaves = flatten(state)
+    except (TypeError, ValueError):  # meta or sparse tensors: nothing to fill in place
+        return {}
+    dtensor_cls = _dtensor_type()
+    found: list[torch.Tensor] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            if dtensor_cls is None or not isinstance(value, dtensor_cls):
+                found.append(value)
+        elif isinstance(value, Mapping):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list | tuple):
+            for v in value:
+                walk(v)
+
+    walk(state)
+    plain = [leaf.key for leaf in leaves if leaf.dtensor is None]
+    return dict(zip(plain, found, strict=True))
 
 
 def unflatten(skeleton: Any, tensors: Mapping[str, torch.Tensor]) -> Any:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+import mmap
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -22,7 +23,7 @@ import torch.distributed as dist
 
 from baige.ckpt.control import Control
 from baige.ckpt.errors import CheckpointError, CorruptCheckpoint
-from baige.ckpt.flatten import MARK_DTENSOR, dtensor_leaves, unflatten
+from baige.ckpt.flatten import MARK_DTENSOR, dtensor_leaves, tensor_leaves, unflatten
 from baige.ckpt.manifest import Manifest, complete_steps, quarantine, step_dir, verify_file
 from baige.ckpt.persist import DTENSORS_KEY
 from baige.ckpt.restore import Shard, read_disk_shard, read_slot
@@ -56,13 +57,20 @@ class Loader:
     """One rank's side of a load; ``load`` is called by every rank together."""
 
     def __init__(
-        self, root: Path, rank: int, world_size: int, files: RankFiles, process_group: Any
+        self,
+        root: Path,
+        rank: int,
+        world_size: int,
+        files: RankFiles,
+        process_group: Any,
+        mappings: Sequence[mmap.mmap | None] = (),
     ) -> None:
         self.root = root
         self.rank = rank
         self.world_size = world_size
         self.files = files
         self.process_group = process_group
+        self.mappings = list(mappings)  # the slots as the calling trainer maps them
         self.timeline: str | None = None  # the timeline saves continue on after a load
 
     def load(
@@ -88,10 +96,11 @@ class Loader:
             reverse=True,
         )
         targets = dtensor_leaves(template) if template is not None else {}
+        into = tensor_leaves(template) if template is not None else None
         skipped: list[Skipped] = []
         for cand_step, timeline in candidates:
             key = (cand_step, timeline)
-            result = self._try(key, memory, disk, ctl, targets)
+            result = self._try(key, memory, disk, ctl, targets, into)
             reasons = self._gather(result[2])
             bad = [f"rank {r}: {why}" for r, why in enumerate(reasons) if why]
             if not bad:
@@ -133,6 +142,7 @@ class Loader:
         disk: dict[tuple[int, str], Manifest],
         ctl: Control,
         targets: dict[str, Any],
+        into: Mapping[str, Any] | None,
     ) -> tuple[Shard | None, Literal["memory", "disk"] | None, str]:
         """Load this rank's part of one step; returns (shard, source, "") or a reason.
         Every rank returns after the same collectives, whatever happened."""
@@ -141,7 +151,9 @@ class Loader:
         reason = ""
         if key in memory:
             try:
-                shard = read_slot(self.files.slot(memory[key]), ctl.slots[memory[key]])
+                i = memory[key]
+                mapping = self.mappings[i] if i < len(self.mappings) else None
+                shard = read_slot(self.files.slot(i), ctl.slots[i], into, mapping)
                 source = "memory"
             except (CorruptCheckpoint, OSError) as exc:
                 reason = f"[memory] {exc}"
@@ -149,7 +161,7 @@ class Loader:
         if shard is None and man is not None:
             try:
                 shard = read_disk_shard(
-                    step_dir(self.root, key[0]), man.shard(self.rank % man.world_size)
+                    step_dir(self.root, key[0]), man.shard(self.rank % man.world_size), into
                 )
                 source = "disk"
                 reason = ""

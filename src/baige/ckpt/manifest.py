@@ -15,11 +15,11 @@ import json
 import os
 import re
 import shutil
-import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from baige.ckpt.checksum import crc32
 from baige.ckpt.errors import CorruptCheckpoint
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "apply_retention",
     "complete_steps",
     "crc32_file",
+    "empty_trash",
     "fsync_dir",
     "list_step_dirs",
     "quarantine",
@@ -49,6 +50,7 @@ VERSION = 1
 MANIFEST = "manifest.json"
 _STEP_RE = re.compile(r"^step-(\d{9,})$")
 _CRC_CHUNK = 16 << 20
+_TRASH = ".trash-"
 
 
 def step_dir(root: Path, step: int) -> Path:
@@ -185,7 +187,7 @@ def crc32_file(path: Path) -> tuple[int, int]:
     size = 0
     with path.open("rb") as f:
         while chunk := f.read(_CRC_CHUNK):
-            crc = zlib.crc32(chunk, crc)
+            crc = crc32(chunk, crc)
             size += len(chunk)
     return size, crc
 
@@ -226,9 +228,11 @@ def retention_plan(complete: Sequence[int], incomplete: Sequence[int], keep: int
     return sorted(doomed)
 
 
-def apply_retention(root: Path, keep: int) -> list[int]:
+def apply_retention(root: Path, keep: int, *, defer: bool = False) -> list[int]:
     """Delete what ``retention_plan`` names: the manifest first, so a half-deleted folder is
-    never mistaken for a complete checkpoint. Returns the steps deleted."""
+    never mistaken for a complete checkpoint. Returns the steps deleted. With ``defer`` the
+    folders are only renamed out of sight (``.trash-…``, never listed) and ``empty_trash``
+    frees their blocks later, so freeing gigabytes does not delay the step's commit."""
     folders = dict(list_step_dirs(root))
     complete = [s for s, _ in complete_steps(root)]
     incomplete = [s for s in folders if s not in complete]
@@ -237,8 +241,20 @@ def apply_retention(root: Path, keep: int) -> list[int]:
         folder = folders[step]
         with contextlib.suppress(FileNotFoundError):
             (folder / MANIFEST).unlink()
+        if defer:
+            with contextlib.suppress(OSError):
+                os.rename(folder, root / f"{_TRASH}{folder.name}-{os.getpid()}")
+                continue
         shutil.rmtree(folder, ignore_errors=True)
     return doomed
+
+
+def empty_trash(root: Path) -> None:
+    """Delete the folders ``apply_retention(defer=True)`` set aside."""
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(root):
+            if entry.name.startswith(_TRASH) and entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
 
 
 def quarantine(folder: Path) -> Path | None:

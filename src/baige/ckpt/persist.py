@@ -13,11 +13,11 @@ import contextlib
 import json
 import logging
 import os
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from baige.ckpt.checksum import CrcStream, crc32
 from baige.ckpt.control import SlotRecord
 from baige.ckpt.errors import CorruptCheckpoint
 from baige.ckpt.manifest import (
@@ -35,7 +35,7 @@ from baige.ckpt.manifest import (
     step_dir,
 )
 from baige.ckpt.safetensors_format import TensorEntry, encode_header, parse_header
-from baige.ckpt.writer import DiskWriter
+from baige.ckpt.writer import DiskWriter, start_writeback
 
 __all__ = ["DTENSORS_KEY", "PersistResult", "persist_slot", "try_commit", "write_file"]
 
@@ -44,7 +44,7 @@ log = logging.getLogger("baige.ckpt")
 # Key in the safetensors ``__metadata__`` of a slot image: JSON describing which tensors are
 # DTensor chunks (fqn, path, global shape, offsets, and whether this rank persists them).
 DTENSORS_KEY = "baige.dtensors"
-_CHUNK = 16 << 20
+_CHUNK = 32 << 20
 
 
 @dataclass(frozen=True)
@@ -60,24 +60,26 @@ def write_file(
     folder: Path, name: str, parts: Sequence[memoryview | bytes], writer: DiskWriter
 ) -> FileEntry:
     """Write ``parts`` to ``folder/name`` atomically (temporary name, fsync, rename) and
-    return its size and CRC-32, computed on the bytes as they are written."""
+    return its size and CRC-32, computed by a second thread on the bytes as they are
+    written, so checksumming costs no time beside the disk. One fsync per file. The page
+    cache is left alone: the newest step is the one a restart reads, and keeping its pages
+    makes that read a memory copy (retention deleting older steps frees theirs)."""
     final = folder / name
     tmp = folder / f".{name}.tmp{os.getpid()}"
-    crc = 0
     size = 0
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        for part in parts:
-            view = memoryview(part).cast("B")
-            for start in range(0, len(view), _CHUNK):
-                piece = view[start : start + _CHUNK]
-                writer.write_all(fd, piece, str(final))
-                crc = zlib.crc32(piece, crc)
-            size += len(view)
+        with CrcStream() as stream:
+            for part in parts:
+                view = memoryview(part).cast("B")
+                for start in range(0, len(view), _CHUNK):
+                    piece = view[start : start + _CHUNK]
+                    stream.feed(piece)
+                    writer.write_all(fd, piece, str(final))
+                    start_writeback(fd, size + start, len(piece))
+                size += len(view)
+            crc = stream.value()
         os.fsync(fd)
-        # The bytes are on disk; keep the page cache for the training job, not for us.
-        with contextlib.suppress(OSError, AttributeError):
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     except BaseException:
         os.close(fd)
         with contextlib.suppress(FileNotFoundError):
@@ -95,9 +97,12 @@ def persist_slot(
     rank: int,
     writer: DiskWriter,
     keep: int,
+    *,
+    defer_deletes: bool = False,
 ) -> PersistResult:
     """Write the slot ``rec`` describes as ``rank``'s shard of step ``rec.step`` under
-    ``root``, then commit the step if every rank's shard is there, then apply retention."""
+    ``root``, then commit the step if every rank's shard is there, then apply retention
+    (with ``defer_deletes``, old folders are only renamed away; ``empty_trash`` frees them)."""
     folder = step_dir(root, rec.step)
     folder.mkdir(parents=True, exist_ok=True)
     image = payload[: rec.image_len]
@@ -141,9 +146,11 @@ def persist_slot(
     write_file(folder, shard_file(rank, "json"), [body], writer)
     fsync_dir(folder)
     committed = try_commit(folder, writer)
-    deleted = tuple(apply_retention(root, keep)) if committed is not None else ()
+    deleted = (
+        tuple(apply_retention(root, keep, defer=defer_deletes)) if committed is not None else ()
+    )
     if crc_image is None:
-        crc_image = zlib.crc32(image)
+        crc_image = crc32(image)
     return PersistResult(shard, crc_image, pk.crc32, committed, deleted)
 
 

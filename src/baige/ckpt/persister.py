@@ -29,7 +29,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from baige.ckpt.control import Control, ErrorRecord, slot_to_persist
-from baige.ckpt.manifest import MANIFEST, list_step_dirs, shard_file
+from baige.ckpt.manifest import MANIFEST, empty_trash, list_step_dirs, shard_file
 from baige.ckpt.persist import persist_slot, try_commit
 from baige.ckpt.shm import (
     RankFiles,
@@ -104,6 +104,8 @@ def spawn(
         )
     deadline = time.monotonic() + 30
     while not is_running(files):
+        if proc.poll() is not None and is_running(files):
+            break  # another persister won the race; it serves this rank
         if proc.poll() is not None or time.monotonic() > deadline:
             tail = logfile.read_text(errors="replace")[-2000:]
             raise RuntimeError(f"the persister for rank {files.rank} did not start:\n{tail}")
@@ -124,9 +126,16 @@ class Persister:
         self.writer = writer
         self.backoff = 1.0
         self.terminating = False
+        self._maps: dict[int, tuple[tuple[int, int], mmap.mmap]] = {}
 
     def run(self) -> int:
+        # A trainer probing liveness (``is_running``) holds the lock for an instant; only a
+        # lock held for longer is another persister.
         pid_fd = try_lock(self.files.pid)
+        deadline = time.monotonic() + 1.0
+        while pid_fd is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+            pid_fd = try_lock(self.files.pid)
         if pid_fd is None:
             log.info("another persister holds %s; exiting", self.files.pid)
             return 0
@@ -165,6 +174,7 @@ class Persister:
                         with contextlib.suppress(BlockingIOError):
                             os.read(wake_fd, 4096)
         finally:
+            self._unmap()
             os.close(wake_fd)
             os.close(pid_fd)
 
@@ -180,6 +190,7 @@ class Persister:
                 log.warning("previous persister died while persisting slot %d", ctl.persisting)
                 ctl.persisting = None
                 write_control(self.files.control, ctl)
+        empty_trash(self.root)
         prefix = f".{shard_file(self.files.rank, '')}"
         for _, folder in list_step_dirs(self.root):
             try:
@@ -220,6 +231,7 @@ class Persister:
 
     def _free_memory(self, why: str) -> None:
         log.info("freeing shared memory in %s: %s", self.files.root, why)
+        self._unmap()
         for path in [*self.files.memory_files(), self.files.pid, self.files.lock]:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
@@ -230,17 +242,12 @@ class Persister:
         rec = ctl.slots[slot]
         started = time.monotonic()
         try:
-            with open(self.files.slot(slot), "rb") as f:
-                mm = mmap.mmap(f.fileno(), rec.capacity, prot=mmap.PROT_READ)
-            try:
+            mm = self._mapping(slot, rec.image_len + rec.pkl_len)
+            with memoryview(mm) as view:
                 result = persist_slot(
-                    memoryview(mm), rec, self.root, self.files.rank, self.writer, self.keep
-                )
-            finally:
-                # After a failure the traceback may still hold views of the mapping; it is
-                # then unmapped when they are collected.
-                with contextlib.suppress(BufferError):
-                    mm.close()
+                    view, rec, self.root, self.files.rank, self.writer, self.keep,
+                    defer_deletes=True,
+                )  # fmt: skip
         except Exception as exc:
             message = f"{type(exc).__name__}: {exc}"
             log.error("persisting step %d (save %d) failed: %s", rec.step, rec.seq, message)
@@ -280,6 +287,31 @@ class Persister:
                     current, crc_image=result.crc_image, crc_pkl=result.crc_pkl
                 )
             write_control(self.files.control, now_ctl)
+        empty_trash(self.root)  # the step is committed and recorded; now free old ones
+
+    def _mapping(self, slot: int, need: int) -> mmap.mmap:
+        """The slot mapped read-only, kept from one persist to the next so its pages are
+        faulted in once, not on every write; mapped again when the trainer replaced or
+        grew the file."""
+        with open(self.files.slot(slot), "rb") as f:
+            st = os.fstat(f.fileno())
+            cached = self._maps.get(slot)
+            if cached is not None and cached[0] == (st.st_ino, st.st_size):
+                return cached[1]
+            if st.st_size < need:
+                raise OSError(f"{self.files.slot(slot)}: {st.st_size} bytes, record needs {need}")
+            mm = mmap.mmap(f.fileno(), st.st_size, prot=mmap.PROT_READ)
+        if cached is not None:
+            with contextlib.suppress(BufferError):  # views die with their traceback
+                cached[1].close()
+        self._maps[slot] = ((st.st_ino, st.st_size), mm)
+        return mm
+
+    def _unmap(self) -> None:
+        for _, mm in self._maps.values():
+            with contextlib.suppress(BufferError):
+                mm.close()
+        self._maps.clear()
 
 
 def main(argv: list[str] | None = None) -> int:

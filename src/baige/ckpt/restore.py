@@ -1,28 +1,43 @@
 """Reading one rank's saved tensors and skeleton back, from a memory slot or from disk,
-verifying sizes and CRC-32s on the way so corrupt bytes never reach the model."""
+verifying sizes and CRC-32s on the way so corrupt bytes never reach the model.
+
+Restore speed is the copy: each tensor's bytes go once, straight from the mapped slot (or
+from the file, in large reads) into their final place, and the CRC-32 is computed by a
+second thread beside that copy (``checksum.CrcStream``). The final place is the caller's
+own tensor when a template names one of the same shape and dtype (``into``), so nothing is
+allocated and no fresh page is faulted in; otherwise a new CPU tensor. A failed check
+raises after the bytes were copied: a caller's tensors then hold garbage, and the loader
+moves on to an older step, which overwrites them again.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import pickle
 import struct
 import warnings
-import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from baige.ckpt.checksum import CRC32_IMPL, CrcStream, crc32
 from baige.ckpt.control import SlotRecord
 from baige.ckpt.errors import CorruptCheckpoint
 from baige.ckpt.flatten import torch_dtype
-from baige.ckpt.hostcopy import read_tensor
 from baige.ckpt.manifest import FileEntry, ShardManifest, shard_file, verify_file
-from baige.ckpt.safetensors_format import parse_header
+from baige.ckpt.safetensors_format import TensorEntry, parse_header
 
-__all__ = ["Shard", "read_disk_shard", "read_slot"]
+__all__ = ["Shard", "destination", "read_disk_shard", "read_slot"]
+
+# Pieces checksummed one at a time: large enough that the CRC thread's hand-offs cost
+# nothing, small enough that the copy and the CRC overlap on a few of them.
+_PIECE = 32 << 20
+_FUSED_PIECE = 1 << 20  # fits in a core's cache
 
 
 @dataclass
@@ -34,35 +49,100 @@ class Shard:
     meta: dict[str, str]
 
 
-def read_slot(path: Path, rec: SlotRecord) -> Shard:
-    """Copy a ready slot out of shared memory. If the persister has recorded checksums for
-    it, they are checked too."""
+def destination(entry: TensorEntry, into: Mapping[str, torch.Tensor] | None) -> torch.Tensor:
+    """Where ``entry``'s bytes go: the caller's tensor of that name when it is a contiguous
+    tensor of the same shape and dtype (CPU or accelerator), else a new CPU tensor."""
+    dtype = torch_dtype(entry.dtype)
+    target = into.get(entry.key) if into is not None else None
+    if (
+        isinstance(target, torch.Tensor)
+        and target.dtype == dtype
+        and tuple(target.shape) == entry.shape
+        and target.is_contiguous()
+        and not target.is_meta
+    ):
+        return target
+    return torch.empty(entry.shape, dtype=dtype)
+
+
+def read_slot(
+    path: Path,
+    rec: SlotRecord,
+    into: Mapping[str, torch.Tensor] | None = None,
+    mapping: mmap.mmap | None = None,
+) -> Shard:
+    """Copy a ready slot out of shared memory, straight into ``into``'s tensors where they
+    fit. If the persister has recorded checksums for it, they are checked beside the copy.
+    ``mapping`` is the slot as this process already maps it (a trainer restoring what it
+    saved), which spares faulting the pages in again; otherwise the file is mapped."""
     name = f"{path} (step {rec.step})"
     total = rec.image_len + rec.pkl_len
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size < total:
-            raise CorruptCheckpoint(f"{name}: {size} bytes, its record needs {total}")
-        mm = mmap.mmap(f.fileno(), total, prot=mmap.PROT_READ)
+    if mapping is not None and len(mapping) >= total:
+        mm, own = mapping, False
+    else:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size < total:
+                raise CorruptCheckpoint(f"{name}: {size} bytes, its record needs {total}")
+            mm, own = mmap.mmap(f.fileno(), total, prot=mmap.PROT_READ), True
     try:
         with memoryview(mm) as view, view[: rec.image_len] as image:
             pkl = bytes(view[rec.image_len : total])
-            if rec.crc_image is not None and zlib.crc32(image) != rec.crc_image:
-                raise CorruptCheckpoint(f"{name}: tensor bytes fail their CRC-32")
             entries, meta, data_start = parse_header(image, rec.image_len, name)
-        if rec.crc_pkl is not None and zlib.crc32(pkl) != rec.crc_pkl:
+            check = rec.crc_image is not None
+            fused = check and CRC32_IMPL != "zlib"
+            crc = CrcStream() if check and not fused else None
+            running = crc32(image[:data_start]) if fused else 0
+            try:
+                if crc is not None:
+                    crc.feed(image[:data_start])
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # a read-only mapping, only ever read
+                    buf = torch.frombuffer(mm, dtype=torch.uint8)
+                tensors: dict[str, torch.Tensor] = {}
+                with torch.no_grad():
+                    for e in entries:
+                        out = destination(e, into)
+                        tensors[e.key] = out
+                        if not e.nbytes:
+                            continue
+                        flat = out.reshape(-1).view(torch.uint8)
+                        src = data_start + e.start
+                        if fused:
+                            # A fast CRC is memory-bound like the copy: checksum each
+                            # small piece right after copying it, while it is in cache,
+                            # so the bytes cross the memory bus once.
+                            dst = flat.numpy().data if out.device.type == "cpu" else None
+                            for lo in range(0, e.nbytes, _FUSED_PIECE):
+                                hi = min(lo + _FUSED_PIECE, e.nbytes)
+                                flat[lo:hi].copy_(buf[src + lo : src + hi])
+                                piece = (
+                                    dst[lo:hi] if dst is not None else image[src + lo : src + hi]
+                                )
+                                running = crc32(piece, running)
+                            continue
+                        for lo in range(0, e.nbytes, _PIECE):
+                            hi = min(lo + _PIECE, e.nbytes)
+                            if crc is not None:
+                                crc.feed(image[src + lo : src + hi])
+                            flat[lo:hi].copy_(buf[src + lo : src + hi])
+                del buf
+            finally:
+                crc_image = crc.value() if crc is not None else (running if fused else None)
+        if crc_image is not None and crc_image != rec.crc_image:
+            raise CorruptCheckpoint(f"{name}: tensor bytes fail their CRC-32")
+        if rec.crc_pkl is not None and _crc(pkl) != rec.crc_pkl:
             raise CorruptCheckpoint(f"{name}: structure bytes fail their CRC-32")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # a read-only mapping, only ever read
-            buf = torch.frombuffer(mm, dtype=torch.uint8)
-        tensors = {e.key: read_tensor(buf, data_start, e, torch_dtype(e.dtype)) for e in entries}
-        del buf
     finally:
-        mm.close()
+        if own:
+            with contextlib.suppress(BufferError):  # a view kept alive by a traceback
+                mm.close()
     return Shard(tensors, _unpickle(pkl, name), meta)
 
 
-def read_disk_shard(folder: Path, shard: ShardManifest) -> Shard:
+def read_disk_shard(
+    folder: Path, shard: ShardManifest, into: Mapping[str, torch.Tensor] | None = None
+) -> Shard:
     """Read a rank's ``.safetensors`` and ``.pkl`` from a step folder, checking every byte
     against the manifest's size and CRC-32 as it is read."""
     files = {f.name: f for f in shard.files}
@@ -71,14 +151,15 @@ def read_disk_shard(folder: Path, shard: ShardManifest) -> Shard:
     for needed in (st_name, pkl_name):
         if needed not in files:
             raise CorruptCheckpoint(f"{folder}: manifest lists no {needed}")
-    tensors, meta = _read_safetensors(folder / st_name, files[st_name])
     pkl_path = folder / pkl_name
     verify_file(folder, files[pkl_name])
-    return Shard(tensors, _unpickle(pkl_path.read_bytes(), str(pkl_path)), meta)
+    skeleton = _unpickle(pkl_path.read_bytes(), str(pkl_path))
+    tensors, meta = _read_safetensors(folder / st_name, files[st_name], into)
+    return Shard(tensors, skeleton, meta)
 
 
 def _read_safetensors(
-    path: Path, entry: FileEntry
+    path: Path, entry: FileEntry, into: Mapping[str, torch.Tensor] | None
 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     try:
         size = path.stat().st_size
@@ -86,31 +167,64 @@ def _read_safetensors(
         raise CorruptCheckpoint(f"{path}: missing") from None
     if size != entry.size:
         raise CorruptCheckpoint(f"{path}: {size} bytes, manifest says {entry.size}")
-    with path.open("rb") as f:
+    with path.open("rb", buffering=0) as f:
+        with contextlib.suppress(OSError, AttributeError):
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
         head = f.read(8)
         if len(head) < 8:
             raise CorruptCheckpoint(f"{path}: truncated header")
         (hlen,) = struct.unpack("<Q", head)
         if 8 + hlen > size:
             raise CorruptCheckpoint(f"{path}: header length {hlen} does not fit in {size} bytes")
-        head += f.read(hlen)
-        crc = zlib.crc32(head)
+        head += _read_exact(f, hlen, path)
         entries, meta, data_start = parse_header(head, size, str(path))
         tensors: dict[str, torch.Tensor] = {}
-        for e in entries:
-            out = torch.empty(e.shape, dtype=torch_dtype(e.dtype))
-            if e.nbytes:
-                raw = out.reshape(-1).view(torch.uint8).numpy().data
-                got = f.readinto(raw)
-                if got != e.nbytes:
-                    raise CorruptCheckpoint(f"{path}: tensor {e.key!r} truncated")
-                crc = zlib.crc32(raw, crc)
-            tensors[e.key] = out
+        with CrcStream() as crc:
+            crc.feed(head)
+            with torch.no_grad():
+                for e in entries:
+                    out = destination(e, into)
+                    tensors[e.key] = out
+                    if not e.nbytes:
+                        continue
+                    on_cpu = out.device.type == "cpu"
+                    host = out if on_cpu else torch.empty(e.shape, dtype=out.dtype)
+                    raw = host.reshape(-1).view(torch.uint8).numpy().data
+                    for lo in range(0, e.nbytes, _PIECE):
+                        piece = raw[lo : min(lo + _PIECE, e.nbytes)]
+                        _read_into(f, piece, path, e.key)
+                        crc.feed(piece)
+                    if not on_cpu:
+                        out.copy_(host)
+            got = crc.value()
         if f.tell() != data_start + sum(e.nbytes for e in entries):
             raise CorruptCheckpoint(f"{path}: size does not match its header")
-    if crc != entry.crc32:
-        raise CorruptCheckpoint(f"{path}: CRC-32 {crc:08x}, manifest says {entry.crc32:08x}")
+    if got != entry.crc32:
+        raise CorruptCheckpoint(f"{path}: CRC-32 {got:08x}, manifest says {entry.crc32:08x}")
     return tensors, meta
+
+
+def _read_into(f: Any, piece: memoryview, path: Path, key: str) -> None:
+    done = 0
+    while done < len(piece):
+        got = f.readinto(piece[done:])
+        if not got:
+            raise CorruptCheckpoint(f"{path}: tensor {key!r} truncated")
+        done += got
+
+
+def _read_exact(f: Any, n: int, path: Path) -> bytes:
+    data = f.read(n)
+    while len(data) < n:
+        more = f.read(n - len(data))
+        if not more:
+            raise CorruptCheckpoint(f"{path}: truncated header")
+        data += more
+    return bytes(data)
+
+
+def _crc(data: bytes) -> int:
+    return crc32(data)
 
 
 def _unpickle(data: bytes, name: str) -> Any:

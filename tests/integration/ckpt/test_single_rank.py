@@ -116,6 +116,33 @@ def test_round_trip_from_memory_then_from_disk(tmp_path: Path, shm_root: Path, n
     no_leak()
 
 
+def test_load_with_a_template_fills_its_tensors_in_place(
+    tmp_path: Path, shm_root: Path, no_leak
+) -> None:
+    """``load(template=...)`` copies straight into the template's tensors (from memory in
+    a separate process and in the saving one, and from disk): the restored state holds the
+    caller's own tensor objects, and the values are the saved ones, bit for bit."""
+    state = rich_state(1)
+    ck = Checkpointer(tmp_path / "ck", shm_dir=shm_root)
+    ck.save(7, state)
+    ck.wait()
+    for source in ("memory", "disk"):
+        if source == "disk":
+            ck.close()
+            no_leak()
+            ck = Checkpointer(tmp_path / "ck", shm_dir=shm_root)
+        template = rich_state(2)  # the same structure, other values
+        weight = template["model"]["0.weight"]
+        moment = template["optimizer"]["state"][0]["exp_avg"]
+        restored = ck.load(template=template)
+        assert restored is not None and restored.source == source
+        assert restored.state["model"]["0.weight"] is weight
+        assert restored.state["optimizer"]["state"][0]["exp_avg"] is moment
+        assert_same(restored.state, state)
+    ck.close()
+    no_leak()
+
+
 def test_disk_format_reads_without_baige(tmp_path: Path, shm_root: Path) -> None:
     safetensors_torch = pytest.importorskip("safetensors.torch")
     state = rich_state(2)

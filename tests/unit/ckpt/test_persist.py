@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import mmap
 import pickle
+import zlib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,14 +14,21 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="baige.ckpt needs torch: pip install 'baige[train]'")
 
+from baige.ckpt import restore  # noqa: E402
 from baige.ckpt.control import SlotRecord  # noqa: E402
 from baige.ckpt.errors import CorruptCheckpoint  # noqa: E402
-from baige.ckpt.flatten import unflatten  # noqa: E402
+from baige.ckpt.flatten import tensor_leaves, unflatten  # noqa: E402
 from baige.ckpt.hostcopy import SlotView  # noqa: E402
 from baige.ckpt.image import plan_image, write_image  # noqa: E402
-from baige.ckpt.manifest import read_manifest, shard_file, step_dir  # noqa: E402
+from baige.ckpt.manifest import (  # noqa: E402
+    empty_trash,
+    list_step_dirs,
+    read_manifest,
+    shard_file,
+    step_dir,
+)
 from baige.ckpt.persist import persist_slot  # noqa: E402
-from baige.ckpt.restore import read_disk_shard  # noqa: E402
+from baige.ckpt.restore import read_disk_shard, read_slot  # noqa: E402
 from baige.ckpt.writer import DiskWriter, FullDiskWriter  # noqa: E402
 
 
@@ -100,3 +109,56 @@ def test_disk_full_mid_write_leaves_no_partial_files(tmp_path: Path) -> None:
         persist_slot(memoryview(mm2), rec2, tmp_path, 0, writer, keep=3)
     assert list(step_dir(tmp_path, 2).iterdir()) == []
     assert read_manifest(step_dir(tmp_path, 1)).step == 1
+
+
+def test_restore_fills_the_templates_tensors_in_place(tmp_path: Path) -> None:
+    """A template's tensors of the same shape and dtype receive the bytes (no new memory,
+    a Parameter stays the caller's object); a mismatched one gets a new tensor instead."""
+    mm, rec = slot_of(STATE, 5)
+    persist_slot(memoryview(mm), rec, tmp_path, 0, DiskWriter(), keep=3)
+    folder = step_dir(tmp_path, 5)
+    rec = replace(rec, crc_image=zlib.crc32(mm[: rec.image_len]))
+    for read in (
+        lambda into: read_slot(Path("unused"), rec, into, mapping=mm),
+        lambda into: read_disk_shard(folder, read_manifest(folder).shard(0), into),
+    ):
+        w = torch.nn.Parameter(torch.zeros(64, 64))
+        wrong = torch.zeros(3, dtype=torch.int32)  # saved "i" has 10 elements
+        template = {"w": w, "i": wrong, "flag": torch.zeros(2, dtype=torch.bool)}
+        flag_ptr = template["flag"].data_ptr()
+        shard = read(tensor_leaves(template))
+        assert shard.tensors["w"] is w and torch.equal(w.detach(), STATE["w"])
+        assert shard.tensors["flag"].data_ptr() == flag_ptr
+        assert shard.tensors["i"] is not wrong and torch.equal(shard.tensors["i"], STATE["i"])
+        assert torch.equal(wrong, torch.zeros(3, dtype=torch.int32))
+
+
+@pytest.mark.parametrize("impl", ["installed", "zlib"])
+def test_a_memory_slot_whose_bytes_changed_fails_its_crc(
+    impl: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both ways of checking a slot (fused with the copy when the CRC is fast, on worker
+    threads with plain zlib) catch one changed byte, and pass an intact slot."""
+    if impl == "zlib":
+        monkeypatch.setattr(restore, "CRC32_IMPL", "zlib")
+    mm, rec = slot_of(STATE, 5)
+    rec = replace(rec, crc_image=zlib.crc32(mm[: rec.image_len]))
+    read_slot(Path("unused"), rec, None, mapping=mm)  # intact: no error
+    mm, rec = slot_of(STATE, 5)
+    rec = replace(rec, crc_image=zlib.crc32(mm[: rec.image_len]))
+    mm[rec.image_len - 1] ^= 0xFF  # the last tensor byte
+    with pytest.raises(CorruptCheckpoint, match="tensor bytes fail their CRC-32"):
+        read_slot(Path("unused"), rec, None, mapping=mm)
+
+
+def test_retention_can_set_folders_aside_and_free_them_later(tmp_path: Path) -> None:
+    for step in (1, 2, 3):
+        mm, rec = slot_of(STATE, step, seq=step)
+        result = persist_slot(
+            memoryview(mm), rec, tmp_path, 0, DiskWriter(), keep=1, defer_deletes=True
+        )
+    assert result.deleted == (2,)
+    assert [s for s, _ in list_step_dirs(tmp_path)] == [3]
+    assert any(p.name.startswith(".trash-") for p in tmp_path.iterdir())
+    empty_trash(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-000000003"]
