@@ -132,8 +132,14 @@ def wake(path: Path) -> None:
 def try_lock(path: Path) -> int | None:
     """Take an exclusive flock without waiting; return the open descriptor, or None if some
     other process holds it. Used as a liveness probe: a dead process holds no flock."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    for attempt in range(5):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            break
+        except FileNotFoundError:  # the folder was removed (a persister cleaning up) meanwhile
+            if attempt == 4:
+                raise
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
