@@ -18,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from baige.api.workloads import InferenceServiceSpec, Phase, TrainingJobSpec
@@ -32,6 +32,7 @@ from baige.control.snapshot import (
     parse_spec,
     stored_placement,
 )
+from baige.control.usage import record_usage
 from baige.sched import (
     BAIGE,
     Admit,
@@ -41,13 +42,12 @@ from baige.sched import (
     Preempt,
     Profile,
     Shrink,
-    Snapshot,
     apply_decisions,
     run_cycle,
 )
 from baige.sched.autoscale import AutoscalePolicy, AutoscaleState, LoadSample, recommend
 from baige.store.db import Database
-from baige.store.tables import NodeRow, ReplicaRow, SampleRow, WorkloadRow
+from baige.store.tables import NodeRow, ReplicaRow, WorkloadRow
 
 __all__ = ["Controller", "PassStats"]
 
@@ -515,48 +515,8 @@ class Controller:
             self._record(session, result, rows, now)
         if now - self._last_sample >= self.sample_interval:
             self._last_sample = now
-            self._sample(apply_decisions(snapshot, result), now)
-
-    def _sample(self, snapshot: Snapshot, now: float) -> None:
-        """Record usage per accelerator type (for the console's charts); keep a week."""
-        capacity: dict[str, float] = defaultdict(float)
-        for node in snapshot.nodes:
-            if node.schedulable:
-                capacity[node.accel_type] += node.devices
-        allocated: dict[str, float] = defaultdict(float)
-        pending: dict[str, int] = defaultdict(int)
-        for workload in snapshot.workloads:
-            if workload.assignment is None:
-                for accel in workload.accel_types:
-                    pending[accel] += 1
-                continue
-            allocated[workload.assignment.accel_type] += sum(
-                len(p.devices) * p.milli / 1000 for p in workload.assignment.placements
-            )
-        with self.db.session() as session:
-            running: dict[str, float] = defaultdict(float)
-            for held_type, placements in session.execute(
-                select(WorkloadRow.accel_type, WorkloadRow.placements).where(
-                    WorkloadRow.phase == Phase.RUNNING.value
-                )
-            ):
-                if held_type:
-                    running[held_type] += sum(
-                        len(p.devices) * p.milli / 1000
-                        for p in map(stored_placement, placements or ())
-                    )
-            for accel in sorted(set(capacity) | set(allocated)):
-                session.add(
-                    SampleRow(
-                        ts=now,
-                        accel_type=accel,
-                        capacity=capacity[accel],
-                        allocated=round(allocated[accel], 3),
-                        running=round(running[accel], 3),
-                        pending=pending[accel],
-                    )
-                )
-            session.execute(delete(SampleRow).where(SampleRow.ts < now - 7 * 86400))
+            with self.db.session() as session:
+                record_usage(session, apply_decisions(snapshot, result), now)
 
     def _record(
         self, session: Session, result: CycleResult, before: dict[str, tuple[str, str]], now: float

@@ -364,8 +364,9 @@ class Scheduler:
 
     def update(self, workload: Workload) -> None:
         """A known workload with new settings (an inference service scaled, a pending job
-        reprioritised). A running workload may change only its size, and only if it is not
-        a training gang (whose victim bookkeeping depends on its shape)."""
+        reprioritised). A running workload may change only its size (replicas and their
+        floor), and only if it is not a training gang (whose victim bookkeeping depends on
+        its shape)."""
         seq = self.seq.get(workload.id)
         if seq is None:
             raise KeyError(f"workload {workload.id!r} is not known")
@@ -377,7 +378,8 @@ class Scheduler:
             return
         run = self.state.running[workload.id]
         old = run.workload
-        if old.gang or replace(old, replicas=workload.replicas) != workload:
+        resized = replace(old, replicas=workload.replicas, min_replicas=workload.min_replicas)
+        if old.gang or resized != workload:
             raise ValueError(
                 f"workload {workload.id}: only the replicas of a running service may change"
             )

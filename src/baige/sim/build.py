@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 
+from baige.sched.autoscale import AutoscalePolicy
 from baige.sched.model import MILLI, Kind, Node, Queue, Quota, Request, Workload
 from baige.sim.scenario import (
     AlibabaNodes,
@@ -92,27 +93,62 @@ class Curve:
 
 @dataclass(slots=True)
 class Service:
-    """An inference service: replicas (each its own workload, as pods of a deployment) that
-    the autoscaler keeps at the demand between ``start`` and ``end``."""
+    """An inference service between ``start`` and ``end``: one workload of N replicas (as in
+    the live control plane), N set by the autoscaler (:func:`baige.sched.autoscale.recommend`,
+    the live one) from the load the demand curve puts on it.
+
+    The load is ``peak × curve`` replicas' worth of requests, offered as requests per second
+    at ``policy.target_qps_per_replica`` each; without a ``policy`` the autoscaler follows
+    the demand at once (no windows, no cool-down), between ``minimum`` and ``peak``."""
 
     name: str
-    template: Workload  # one replica
+    template: Workload  # one replica's request, queue, priority …; its id is the service's
     start: float
     end: float
     peak: int
     minimum: int
     curve: Curve | None = None  # None: a constant demand of ``peak`` replicas
     phase: float = 0.0
-    replicas: list[str] = field(default_factory=list)  # live replica workloads, oldest first
-    next_replica: int = 0
+    policy: AutoscalePolicy | None = None
+
+    def demand(self, t: float) -> float:
+        """Replicas' worth of load at ``t`` (a fraction: the autoscaler rounds up)."""
+        if t < self.start or t >= self.end:
+            return 0.0
+        if self.curve is None:
+            return float(self.peak)
+        return self.peak * self.curve.at(t + self.phase)
 
     def needed(self, t: float) -> int:
+        """Replicas the demand needs at ``t``, between ``minimum`` and ``peak``."""
         if t < self.start or t >= self.end:
             return 0
-        if self.curve is None:
-            return self.peak
-        wanted = math.ceil(self.peak * self.curve.at(t + self.phase) - 1e-9)
+        wanted = math.ceil(self.demand(t) - 1e-9)
         return max(self.minimum, min(self.peak, wanted))
+
+    @property
+    def autoscale(self) -> AutoscalePolicy:
+        if self.policy is not None:
+            return self.policy
+        return AutoscalePolicy(
+            min_replicas=self.minimum,
+            max_replicas=self.peak,
+            target_qps_per_replica=1.0,
+            scale_up_window=0.0,
+            scale_down_window=0.0,
+            cooldown=0.0,
+            tolerance=0.0,
+        )
+
+    def workload(self, replicas: int, created_at: float) -> Workload:
+        """The service as the scheduler sees it, at ``replicas``."""
+        return replace(
+            self.template,
+            id=self.name,
+            replicas=replicas,
+            min_replicas=min(max(self.minimum, 1), max(replicas, 1)),
+            created_at=created_at,
+        )
 
 
 @dataclass(slots=True)

@@ -24,7 +24,7 @@ import heapq
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from baige.sched import (
     Admit,
@@ -39,6 +39,7 @@ from baige.sched import (
     Snapshot,
     check_result,
 )
+from baige.sched.autoscale import AutoscaleState, LoadSample, recommend
 from baige.sched.incremental import Scheduler
 from baige.sim.build import Built, Service, TrainingJob, rng_for
 from baige.sim.metrics import Bins, Level
@@ -123,16 +124,17 @@ class _Job:
 
 
 @dataclass(slots=True)
-class _Replica:
-    service: Service
-    serving: bool = False
-    accel: str = ""
-
-
-@dataclass(slots=True)
 class _ServiceState:
+    """One service: a single workload of ``wanted`` replicas in the scheduler (as live)."""
+
     service: Service
-    needed: int = 0
+    needed: int = 0  # replicas the demand needs now
+    wanted: int = 0  # replicas the autoscaler asks for (the workload's size)
+    known: bool = False  # submitted to the scheduler
+    submitted: float = 0.0  # when it last was
+    autoscale: AutoscaleState = field(default_factory=AutoscaleState)
+    accel: str = ""
+    started: int = 0  # replicas placed over the run (admissions and growth)
     serving: int = 0
     by_type: dict[str, int] = field(default_factory=dict)
     since: float = 0.0
@@ -168,7 +170,6 @@ class Engine:
         self._last_pass = -math.inf
         self._dirty = True
         self.jobs: dict[str, _Job] = {}
-        self.replicas: dict[str, _Replica] = {}
         self.services: dict[str, _ServiceState] = {}
         self._curve_services: list[_ServiceState] = []
         self.losses: list[Loss] = []
@@ -448,78 +449,75 @@ class Engine:
                 self._useful_by_queue.setdefault(queue, Level()).move(now, delta)
         state.useful = useful
 
-    def _replica_serving(self, replica: _Replica, serving: bool) -> None:
-        if replica.serving == serving:
+    def _refresh_serving(self, state: _ServiceState) -> None:
+        """Count the service's replicas that serve: placed, on a node that is up."""
+        assignment = self.scheduler.assignment(state.service.name) if state.known else None
+        placements = () if assignment is None else assignment.placements
+        serving = sum(1 for p in placements if p.node not in self.dead)
+        by_type = {state.accel: serving} if serving else {}
+        if serving == state.serving and by_type == state.by_type:
             return
-        state = self.services[replica.service.name]
         self._service_flush(state)
-        replica.serving = serving
-        step = 1 if serving else -1
-        state.serving += step
-        state.by_type[replica.accel] = state.by_type.get(replica.accel, 0) + step
-        if not state.by_type[replica.accel]:
-            del state.by_type[replica.accel]
+        state.serving = serving
+        state.by_type = by_type
         self._service_changed(state)
 
-    def _scale(self, state: _ServiceState, needed: int) -> None:
+    def _scale(self, state: _ServiceState) -> None:
+        """Size the service from its load now, through the live autoscaler."""
         service = state.service
         self._service_flush(state)
-        state.needed = needed
-        changed = False
-        while len(service.replicas) < needed:
-            replica_id = f"{service.name}/{service.next_replica}"
-            service.next_replica += 1
-            workload = replace(service.template, id=replica_id, created_at=self.now, replicas=1)
-            self.scheduler.submit(workload)
-            self.replicas[replica_id] = _Replica(service)
-            service.replicas.append(replica_id)
-            changed = True
-        if len(service.replicas) > needed:
-            # pending replicas go first, then the newest running ones
-            order = sorted(
-                service.replicas,
-                key=lambda r: (
-                    self.scheduler.assignment(r) is not None,
-                    -service.replicas.index(r),
-                ),
-            )
-            for replica_id in order[: len(service.replicas) - needed]:
-                self._remove_replica(replica_id)
-            changed = True
+        now = self.now
+        state.needed = service.needed(now)
+        if state.needed == 0:
+            wanted = 0
+        else:
+            policy = service.autoscale
+            target = policy.target_qps_per_replica or 1.0
+            load = LoadSample(service.demand(now) * target, 0.0, state.serving)
+            current = state.wanted or policy.min_replicas
+            result = recommend(policy, state.autoscale, current, load, now)
+            state.autoscale = result.state
+            wanted = result.replicas
+        changed = wanted != state.wanted
+        state.wanted = wanted
+        if wanted == 0 and state.known:
+            self.scheduler.remove(service.name)
+            state.known = False
+            self._placements_changed(service.name, Kind.INFERENCE, service.template.queue,
+                                     state.accel, ())  # fmt: skip
+            self._refresh_serving(state)
+        elif wanted > 0 and not state.known:
+            self.scheduler.submit(service.workload(wanted, now))
+            state.known = True
+            state.submitted = now
+        elif changed and state.known:
+            self.scheduler.update(service.workload(wanted, state.submitted))
         self._service_changed(state)
         if changed:
             self._want_pass()
 
-    def _remove_replica(self, replica_id: str) -> None:
-        replica = self.replicas.pop(replica_id)
-        service = replica.service
-        service.replicas.remove(replica_id)
-        self._replica_serving(replica, False)
-        self.scheduler.remove(replica_id)
-        template = service.template
-        self._placements_changed(replica_id, Kind.INFERENCE, template.queue, replica.accel, ())
-
-    def _replica_decision(self, replica_id: str, decision: Admit | Preempt | Shrink | Grow) -> None:
-        replica = self.replicas[replica_id]
-        queue = replica.service.template.queue
+    def _service_decision(
+        self, state: _ServiceState, decision: Admit | Preempt | Shrink | Grow
+    ) -> None:
+        name = state.service.name
+        queue = state.service.template.queue
         if isinstance(decision, Admit):
-            replica.accel = decision.accel_type
-            self._placements_changed(
-                replica_id, Kind.INFERENCE, queue, replica.accel, decision.placements
-            )
-            self._replica_serving(replica, not self._on_dead_node(replica_id))
-        elif isinstance(decision, Preempt):
-            self._replica_serving(replica, False)
-            self._placements_changed(replica_id, Kind.INFERENCE, queue, replica.accel, ())
-        else:  # a one-replica workload is never shrunk or grown; stay safe
-            assignment = self.scheduler.assignment(replica_id)
-            placements = () if assignment is None else assignment.placements
-            self._placements_changed(replica_id, Kind.INFERENCE, queue, replica.accel, placements)
-            self._replica_serving(replica, bool(placements) and not self._on_dead_node(replica_id))
+            state.accel = decision.accel_type
+            state.started += len(decision.placements)
+        elif isinstance(decision, Grow):
+            state.started += len(decision.add)
+        assignment = self.scheduler.assignment(name)
+        placements = () if assignment is None else assignment.placements
+        if isinstance(decision, Shrink) and decision.by is not None:
+            self.shrinks += 1
+        if isinstance(decision, Preempt) and decision.by is not None:
+            self.preemptions += 1
+        self._placements_changed(name, Kind.INFERENCE, queue, state.accel, placements)
+        self._refresh_serving(state)
 
     def _tick(self) -> None:
         for state in self._curve_services:
-            self._scale(state, state.service.needed(self.now))
+            self._scale(state)
         next_tick = self.now + self.built.tick
         if next_tick < self.config.horizon:
             self._push(next_tick, _TICK)
@@ -537,7 +535,7 @@ class Engine:
             if job is not None:
                 self._interrupt(job)
             else:
-                self._replica_serving(self.replicas[workload], False)
+                self._refresh_serving(self.services[workload])
         faults = self.config.faults
         self._push(self.now + self.config.restart.detection, _DETECT, node)
         self._push(self.now + max(faults.repair, self.config.restart.detection), _REPAIR, node)
@@ -556,13 +554,11 @@ class Engine:
         else:
             self._set_health(node, Health.READY)
         for workload in list(self.on_node[node]):  # work the scheduler never took off it
-            if self._on_dead_node(workload):
-                continue
             job = self.jobs.get(workload)
-            if job is not None and job.state == CRASHED:
+            if job is None:
+                self._refresh_serving(self.services[workload])  # its replicas here serve again
+            elif job.state == CRASHED and not self._on_dead_node(workload):
                 self._start_segment(job, self.config.restart.restart)
-            elif job is None:
-                self._replica_serving(self.replicas[workload], True)
 
     def _set_health(self, node: str, health: Health) -> None:
         slot = self.scheduler.cluster.slot(node)
@@ -607,7 +603,7 @@ class Engine:
             if job is not None:
                 self._job_decision(job, decision)
             else:
-                self._replica_decision(decision.workload, decision)
+                self._service_decision(self.services[decision.workload], decision)
 
     def _verify(self, before: Snapshot, result: CycleResult) -> None:
         self.violations += [
@@ -662,11 +658,8 @@ class Engine:
                 self._want_pass()
             elif kind == _TICK:
                 self._tick()
-            elif kind == _START:
-                state = self.services[key]
-                self._scale(state, state.service.needed(at))
-            elif kind == _END:
-                self._scale(self.services[key], 0)
+            elif kind in (_START, _END):
+                self._scale(self.services[key])
             elif kind == _FAIL:
                 self._fail(key)
             elif kind == _DETECT:

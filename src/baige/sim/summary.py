@@ -123,7 +123,7 @@ def summarize(engine: Engine, *, scenario: str, wall_seconds: float) -> dict[str
     )
     summary.update(_services(engine))
     summary["inference_replicas_started"] = sum(
-        state.service.next_replica for state in engine.services.values()
+        state.started for state in engine.services.values()
     )
     per_queue: dict[str, Any] = {}
     for name, group in engine.by_queue.items():

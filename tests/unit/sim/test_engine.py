@@ -156,9 +156,12 @@ def test_baige_uses_the_cluster_better_than_fifo(runs: dict[str, RunOutput]) -> 
 def test_inference_follows_demand(runs: dict[str, RunOutput]) -> None:
     engine = runs["baige"].engine
     assert runs["baige"].summary["inference_replicas_started"] > 10
-    for state in engine.services.values():
+    for name, state in engine.services.items():
         assert state.demand_time > 0
-        assert len(state.service.replicas) == state.needed
+        assert state.wanted == state.needed  # the autoscaler follows the demand at once
+        # one workload of N replicas per service, as in the live control plane
+        sizes = [w.replicas for w in engine.scheduler.snapshot().workloads if w.id == name]
+        assert sizes == ([state.wanted] if state.wanted else [])
 
 
 def test_flaky_nodes_get_cordoned(runs: dict[str, RunOutput]) -> None:
