@@ -39,13 +39,16 @@ from baige.sched import (
     CycleResult,
     Grow,
     Placement,
-    Preempt,
     Profile,
     Shrink,
     apply_decisions,
+    lifecycle,
     run_cycle,
 )
-from baige.sched.autoscale import AutoscalePolicy, AutoscaleState, LoadSample, recommend
+from baige.sched.autoscale import AutoscaleState, LoadSample, recommend
+from baige.sched.from_api import autoscale_policy
+from baige.sched.lifecycle import Life, Outcome, ReplicaEnd, Step
+from baige.sched.model import Kind
 from baige.store.db import Database
 from baige.store.tables import NodeRow, ReplicaRow, WorkloadRow
 
@@ -77,6 +80,25 @@ def _free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def _life(row: WorkloadRow, max_restarts: int = 0) -> Life:
+    """A workload row as the pure lifecycle sees it."""
+    kind = Kind.TRAINING if row.kind == "TrainingJob" else Kind.INFERENCE
+    return Life(kind, Phase(row.phase), row.restarts, max_restarts, row.generation,
+                len(row.placements or ()))  # fmt: skip
+
+
+def _replica_end(row: ReplicaRow) -> ReplicaEnd:
+    """An ended replica row as the pure lifecycle sees it."""
+    outcome = {
+        ReplicaState.SUCCEEDED.value: Outcome.SUCCEEDED,
+        ReplicaState.LOST.value: Outcome.LOST,
+    }.get(row.state, Outcome.FAILED)
+    cannot_start = None
+    if row.state == ReplicaState.FAILED.value:
+        cannot_start = launch_failure_message(row.log_path, row.exit_code)
+    return ReplicaEnd(row.index, outcome, row.exit_code, row.reason or "", cannot_start)
 
 
 class Controller:
@@ -227,13 +249,7 @@ class Controller:
                 hit = sorted(nodes & draining)
                 if not hit:
                     continue
-                self._stop_generation(session, workload)
-                workload.phase = Phase.PENDING.value
-                workload.placements = []
-                workload.reason_code = "Evicted"
-                workload.reason = f"node {hit[0]} is draining; moved to other nodes"
-                record_event(session, "workload", workload.id, "Evicted", "NodeDraining",
-                             workload.reason, tenant=workload.tenant, now=now)  # fmt: skip
+                self._apply(session, workload, lifecycle.evicted(_life(workload), hit[0]), now)
             for name in sorted(draining):
                 row = session.get(NodeRow, name)
                 if row is not None:
@@ -319,108 +335,75 @@ class Controller:
         now: float,
         stats: PassStats,
     ) -> None:
-        if wanted and all(r.state == ReplicaState.SUCCEEDED.value for r in wanted):
-            self._end(session, workload, Phase.SUCCEEDED, 0, "all replicas exited 0", now)
-            stats.transitions["succeeded"] = stats.transitions.get("succeeded", 0) + 1
-            return
-        broken = [
-            r for r in wanted if r.state in (ReplicaState.FAILED.value, ReplicaState.LOST.value)
-        ]
-        if not broken:
-            return
-        first = broken[0]
-        failed = first.state == ReplicaState.FAILED.value
-        launch = launch_failure_message(first.log_path, first.exit_code) if failed else None
-        what = (
-            f"replica {first.index} exited with code {first.exit_code}"
-            + (f": {launch}" if launch else "")
-            if failed
-            else f"replica {first.index} was lost ({first.reason})"
-        )
+        ended = [_replica_end(r) for r in wanted if r.state in _ENDED]
         spec = parse_spec(workload.kind, workload.spec)
         limit = spec.max_restarts if isinstance(spec, TrainingJobSpec) else 0
-        self._stop_generation(session, workload)
-        if workload.restarts < limit and launch is None:  # a missing binary stays missing
-            workload.restarts += 1
-            workload.phase = Phase.PENDING.value
-            workload.placements = []
-            workload.reason_code = "Restarting"
-            workload.reason = f"{what}; restart {workload.restarts} of {limit}"
-            record_event(session, "workload", workload.id, "Restarting", "ReplicaFailed",
-                         workload.reason, tenant=workload.tenant, now=now)  # fmt: skip
-        else:
-            self._end(session, workload, Phase.FAILED, first.exit_code, what, now)
-        stats.transitions["failed"] = stats.transitions.get("failed", 0) + 1
+        step = lifecycle.replicas_ended(_life(workload, limit), ended, len(wanted))
+        self._apply(session, workload, step, now)
+        if step.life.phase is Phase.SUCCEEDED:
+            stats.transitions["succeeded"] = stats.transitions.get("succeeded", 0) + 1
+        elif step.event is not None:
+            stats.transitions["failed"] = stats.transitions.get("failed", 0) + 1
 
     def _settle_service(
         self, session: Session, workload: WorkloadRow, wanted: list[ReplicaRow], now: float
     ) -> None:
         """A service replica that ends is started again in place (same cards), unless it
-        could not start at all: a missing binary would be restarted forever, so the service
-        fails once, saying why."""
-        for replica in wanted:
-            launch = launch_failure_message(replica.log_path, replica.exit_code)
-            if replica.state == ReplicaState.FAILED.value and launch is not None:
-                self._stop_generation(session, workload)
-                what = f"replica {replica.index} exited with code {replica.exit_code}: {launch}"
-                self._end(session, workload, Phase.FAILED, replica.exit_code, what, now)
-                return
-        for replica in wanted:
-            if replica.state in _ENDED:
-                replica.desired = "stopped"
-                workload.restarts += 1
-                session.add(
-                    ReplicaRow(
-                        id=f"{replica.id.rsplit('-a', 1)[0]}-a{workload.restarts}",
-                        workload_id=workload.id,
-                        generation=workload.generation,
-                        index=replica.index,
-                        node=replica.node,
-                        devices=replica.devices,
-                        milli=replica.milli,
-                        desired="running",
-                        state=ReplicaState.PENDING.value,
-                    )
+        could not start at all (see :func:`baige.sched.lifecycle.replicas_ended`)."""
+        ended = [r for r in wanted if r.state in _ENDED]
+        step = lifecycle.replicas_ended(_life(workload), [_replica_end(r) for r in ended], 0)
+        self._apply(session, workload, step, now)
+        for replica in ended:
+            if replica.index not in step.restart:
+                continue
+            replica.desired = "stopped"
+            session.add(
+                ReplicaRow(
+                    id=f"{replica.id.rsplit('-a', 1)[0]}-a{workload.restarts}",
+                    workload_id=workload.id,
+                    generation=workload.generation,
+                    index=replica.index,
+                    node=replica.node,
+                    devices=replica.devices,
+                    milli=replica.milli,
+                    desired="running",
+                    state=ReplicaState.PENDING.value,
                 )
-                message = (
-                    f"replica {replica.index} ended ({replica.state}, code {replica.exit_code}); "
-                    "restarted"
-                )
-                record_event(session, "workload", workload.id, "ReplicaRestarted", "ReplicaEnded",
-                             message, tenant=workload.tenant, now=now)  # fmt: skip
+            )
 
-    def _end(
-        self,
-        session: Session,
-        workload: WorkloadRow,
-        phase: Phase,
-        code: int | None,
-        why: str,
-        now: float,
-    ) -> None:
-        workload.phase = phase.value
-        workload.exit_code = code
-        workload.finished_at = now
-        workload.placements = []
-        workload.reason_code = phase.value.capitalize()
-        workload.reason = why
-        record_event(session, "workload", workload.id, phase.value.capitalize(), phase.value, why,
+    def _apply(self, session: Session, workload: WorkloadRow, step: Step, now: float) -> None:
+        """Write a lifecycle step to the workload's row (and its event), stopping its
+        replicas when the step says so."""
+        life = step.life
+        if step.stop_all:
+            self._stop_generation(session, workload)
+        workload.phase = life.phase.value
+        workload.restarts = life.restarts
+        workload.generation = life.generation
+        if life.phase is Phase.PENDING or life.phase.terminal:
+            workload.placements = []
+        if life.phase.terminal:
+            workload.exit_code = step.exit_code
+            workload.finished_at = now
+        event = step.event
+        if event is None:
+            return
+        if event.status:
+            workload.reason_code = event.type
+            workload.reason = event.message
+        record_event(session, "workload", workload.id, event.type, event.reason, event.message,
                      tenant=workload.tenant, now=now)  # fmt: skip
 
     def _launch_failed(
         self, session: Session, workload: WorkloadRow, replica: ReplicaRow, why: str, now: float
     ) -> None:
         """A replica the backend cannot start ends its workload at once, the cause as its
-        reason: a launch error is not a fault that a restart could cure, so it must not be
-        retried as a lost replica until the restart budget is gone."""
+        reason (:func:`baige.sched.lifecycle.launch_refused`)."""
         replica.state = ReplicaState.FAILED.value
         replica.reason = why[:500]
         replica.finished_at = now
-        if Phase(workload.phase).terminal:
-            return
-        self._stop_generation(session, workload)
-        self._end(session, workload, Phase.FAILED, None,
-                  f"replica {replica.index} cannot be launched: {why}"[:1000], now)  # fmt: skip
+        self._apply(session, workload, lifecycle.launch_refused(_life(workload), replica.index,
+                                                                why), now)  # fmt: skip
 
     @staticmethod
     def _stop_generation(session: Session, workload: WorkloadRow) -> None:
@@ -442,14 +425,15 @@ class Controller:
             )
             for workload in rows:
                 self._stop_generation(session, workload)
+                session.flush()
                 left = session.scalars(
                     select(ReplicaRow.id).where(
                         ReplicaRow.workload_id == workload.id,
                         ReplicaRow.state.in_((ReplicaState.RUNNING.value,)),
                     )
                 ).first()
-                if left is None:
-                    self._end(session, workload, Phase.CANCELLED, None, "cancelled", now)
+                step = lifecycle.cancelled(_life(workload), 0 if left is None else 1)
+                self._apply(session, workload, step, now)
 
     # -- autoscaling ---------------------------------------------------------------------
 
@@ -475,16 +459,7 @@ class Controller:
                 if not isinstance(spec, InferenceServiceSpec) or spec.autoscale is None:
                     continue
                 active.add(row.id)
-                scale = spec.autoscale
-                policy = AutoscalePolicy(
-                    scale.min_replicas,
-                    scale.max_replicas,
-                    scale.target_qps_per_replica,
-                    scale.target_in_flight_per_replica,
-                    scale.scale_up_window,
-                    scale.scale_down_window,
-                    scale.cooldown,
-                )
+                policy = autoscale_policy(spec.autoscale)
                 state = self._autoscale_state.get(row.id, AutoscaleState())
                 result = recommend(policy, state, row.replicas, self.load(row.id), now)
                 self._autoscale_state[row.id] = result.state
@@ -526,20 +501,13 @@ class Controller:
             workload = session.get(WorkloadRow, decision.workload)
             if workload is None or workload.cancel_requested or Phase(workload.phase).terminal:
                 continue  # changed since the snapshot: the next pass decides again
+            self._apply(session, workload, lifecycle.decided(_life(workload), decision), now)
             if isinstance(decision, Admit):
                 self._admit(session, workload, decision, now)
-            elif isinstance(decision, Preempt):
-                self._stop_generation(session, workload)
-                workload.phase = Phase.PENDING.value
-                workload.placements = []
-                workload.reason_code = "Preempted"
-                workload.reason = decision.reason
-                record_event(session, "workload", workload.id, "Preempted", "Preempted",
-                             decision.reason, tenant=workload.tenant, now=now)  # fmt: skip
             elif isinstance(decision, Shrink):
-                self._shrink(session, workload, decision, now)
+                self._shrink(session, workload, decision)
             elif isinstance(decision, Grow):
-                self._grow(session, workload, decision, now)
+                self._grow(session, workload, decision)
         admitted = {d.workload for d in result.decisions if isinstance(d, Admit)}
         for workload_id, pending in result.pending.items():
             if workload_id in admitted:
@@ -573,27 +541,14 @@ class Controller:
             )
 
     def _admit(self, session: Session, workload: WorkloadRow, decision: Admit, now: float) -> None:
-        workload.generation += 1
+        """Where the new generation (the lifecycle step numbered it) runs."""
         workload.master_port = _free_port()  # torch.distributed rendezvous for this generation
-        workload.phase = Phase.ADMITTED.value
         workload.accel_type = decision.accel_type
         workload.placements = [_placement_json(p) for p in decision.placements]
         workload.admitted_at = now
-        nodes = sorted({p.node for p in decision.placements})
-        how = " (backfilled)" if decision.backfill else ""
-        how += ", borrowing idle capacity" if decision.borrowing else ""
-        workload.reason_code = "Admitted"
-        workload.reason = (
-            f"admitted{how}: {len(decision.placements)} replica(s) on {decision.accel_type} "
-            f"({', '.join(nodes[:4])}{'…' if len(nodes) > 4 else ''})"
-        )
         self._new_replicas(session, workload, decision.placements, 0)
-        record_event(session, "workload", workload.id, "Admitted", "Admitted", workload.reason,
-                     tenant=workload.tenant, now=now)  # fmt: skip
 
-    def _shrink(
-        self, session: Session, workload: WorkloadRow, decision: Shrink, now: float
-    ) -> None:
+    def _shrink(self, session: Session, workload: WorkloadRow, decision: Shrink) -> None:
         removed = list(decision.remove)
         kept = []
         for data in workload.placements:
@@ -613,11 +568,8 @@ class Controller:
             if data in gone:
                 gone.remove(data)
                 replica.desired = "stopped"
-        record_event(session, "workload", workload.id, "Shrunk", "Shrunk",
-                     f"{decision.reason}; now {decision.replicas} replica(s)",
-                     tenant=workload.tenant, now=now)  # fmt: skip
 
-    def _grow(self, session: Session, workload: WorkloadRow, decision: Grow, now: float) -> None:
+    def _grow(self, session: Session, workload: WorkloadRow, decision: Grow) -> None:
         first = (
             session.scalars(
                 select(ReplicaRow.index)
@@ -631,9 +583,6 @@ class Controller:
         ) + 1
         workload.placements = [*workload.placements, *(_placement_json(p) for p in decision.add)]
         self._new_replicas(session, workload, decision.add, first)
-        message = f"grown to {decision.replicas} replica(s)"
-        record_event(session, "workload", workload.id, "Grown", "Grown", message,
-                     tenant=workload.tenant, now=now)  # fmt: skip
 
     # -- carrying out --------------------------------------------------------------------
 
@@ -725,8 +674,9 @@ class Controller:
                         )
                         continue
                 stats.launched += 1
-                if workload.phase == Phase.ADMITTED.value:
-                    workload.phase = Phase.RUNNING.value
+                step = lifecycle.started(_life(workload))
+                if step.life.phase.value != workload.phase:
+                    self._apply(session, workload, step, self.clock())
                     workload.started_at = workload.started_at or self.clock()
             for replica in to_stop:
                 if replica.state == ReplicaState.PENDING.value:

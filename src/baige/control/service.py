@@ -160,8 +160,10 @@ class ControlService:
         *,
         wake: Callable[[], None] | None = None,
         check_launchable: Callable[[WorkloadSpecT], list[dict[str, object]]] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.db = db
+        self.clock = clock  # wall-clock time of a request (a test steps it with the controller)
         self.wake = wake or (lambda: None)
         # the backend's view of what could never start (a working_dir that does not exist)
         self.check_launchable = check_launchable
@@ -171,7 +173,7 @@ class ControlService:
     def apply_queue(self, who: Principal, spec: QueueSpec) -> QueueView:
         """Create or replace a queue; the whole tree must stay valid."""
         _require_admin(who, "change queues")
-        now = time.time()
+        now = self.clock()
         with self.db.session() as session:
             rows = {r.name: r for r in session.scalars(select(QueueRow))}
             specs = [QueueSpec.model_validate(r.spec) for n, r in rows.items() if n != spec.name]
@@ -268,7 +270,7 @@ class ControlService:
     ) -> int:
         """Create or update nodes (one transaction); a registration counts as a heartbeat."""
         _require_admin(who, "register nodes")
-        now = time.time()
+        now = self.clock()
         with self.db.session() as session:
             existing = {
                 r.name: r
@@ -300,7 +302,7 @@ class ControlService:
     def heartbeat(self, who: Principal, names: Sequence[str]) -> int:
         """Mark nodes alive; a failed node that heartbeats again becomes ready."""
         _require_admin(who, "send heartbeats")
-        now = time.time()
+        now = self.clock()
         with self.db.session() as session:
             rows = list(session.scalars(select(NodeRow).where(NodeRow.name.in_(list(names)))))
             if len(rows) != len(set(names)):
@@ -395,7 +397,7 @@ class ControlService:
         if problems:
             raise Invalid(f"{spec.kind} {spec.name} cannot run here: {problems[0]['message']}",
                           problems)  # fmt: skip
-        now = time.time()
+        now = self.clock()
         data = spec.model_dump(mode="json")
         with self.db.session() as session:
             queue = session.get(QueueRow, spec.queue)
@@ -524,7 +526,7 @@ class ControlService:
             return [workload_view(row) for row in rows]
 
     def cancel(self, who: Principal, workload_id: str) -> WorkloadView:
-        now = time.time()
+        now = self.clock()
         with self.db.session() as session:
             row = self._visible(session, who, workload_id)
             if Phase(row.phase).terminal:
@@ -577,7 +579,7 @@ class ControlService:
 
     def overview(self, who: Principal, hours: float = 6.0) -> OverviewView:
         """Cards by type and state, workloads by phase, open faults, recent usage."""
-        now = time.time()
+        now = self.clock()
         with self.db.session() as session:
             totals: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
             node_states: dict[str, int] = defaultdict(int)

@@ -10,10 +10,11 @@ from dataclasses import replace
 
 from baige.api.nodes import Health, NodeSpec
 from baige.api.queues import Ordering, QueueSpec
-from baige.api.workloads import InferenceServiceSpec, TopologyLevel, TrainingJobSpec
+from baige.api.workloads import Autoscale, InferenceServiceSpec, TopologyLevel, TrainingJobSpec
+from baige.sched.autoscale import AutoscalePolicy
 from baige.sched.model import MILLI, Kind, Node, Queue, Quota, Request, Workload
 
-__all__ = ["node_from_spec", "queue_from_spec", "workload_from_spec"]
+__all__ = ["autoscale_policy", "node_from_spec", "queue_from_spec", "workload_from_spec"]
 
 
 def _milli(cards: float | None) -> int | None:
@@ -93,3 +94,16 @@ def workload_from_spec(
         )
     floor = spec.autoscale.min_replicas if spec.autoscale else spec.replicas
     return replace(base, min_replicas=min(floor, spec.replicas), kind=Kind.INFERENCE)
+
+
+def autoscale_policy(spec: Autoscale) -> AutoscalePolicy:
+    """A service's ``autoscale:`` as the autoscaler reads it (both worlds)."""
+    return AutoscalePolicy(
+        spec.min_replicas,
+        spec.max_replicas,
+        spec.target_qps_per_replica,
+        spec.target_in_flight_per_replica,
+        spec.scale_up_window,
+        spec.scale_down_window,
+        spec.cooldown,
+    )

@@ -12,8 +12,12 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
+from pydantic import ValidationError
+
+from baige.api.queues import Ordering, QueueQuota, QueueSpec
 from baige.sched.autoscale import AutoscalePolicy
-from baige.sched.model import MILLI, Kind, Node, Queue, Quota, Request, Workload
+from baige.sched.from_api import queue_from_spec
+from baige.sched.model import MILLI, Kind, Node, Queue, Request, Workload
 from baige.sim.scenario import (
     AlibabaNodes,
     AlibabaPods,
@@ -21,6 +25,7 @@ from baige.sim.scenario import (
     InferenceSpec,
     JobClass,
     LoadedScenario,
+    SimQueue,
     SyntheticJobs,
     TypesFromModels,
 )
@@ -110,14 +115,35 @@ class Service:
     curve: Curve | None = None  # None: a constant demand of ``peak`` replicas
     phase: float = 0.0
     policy: AutoscalePolicy | None = None
+    # requests per second as a step function, (from time, qps) in time order: the load a
+    # live gateway would measure; with it the policy's targets size the service
+    qps: tuple[tuple[float, float], ...] | None = None
+    initial: int | None = None  # replicas it is submitted with (default: ``minimum``)
 
     def demand(self, t: float) -> float:
         """Replicas' worth of load at ``t`` (a fraction: the autoscaler rounds up)."""
         if t < self.start or t >= self.end:
             return 0.0
+        if self.qps is not None:
+            target = self.autoscale.target_qps_per_replica or 1.0
+            return self.requests_per_second(t) / target
         if self.curve is None:
             return float(self.peak)
         return self.peak * self.curve.at(t + self.phase)
+
+    def requests_per_second(self, t: float) -> float:
+        """The step function ``qps`` at ``t`` (0 before its first step)."""
+        value = 0.0
+        for since, rate in self.qps or ():
+            if since > t:
+                break
+            value = rate
+        return value
+
+    @property
+    def follows_load(self) -> bool:
+        """Whether its size changes over time (the autoscaler ticks for it)."""
+        return self.curve is not None or self.qps is not None
 
     def needed(self, t: float) -> int:
         """Replicas the demand needs at ``t``, between ``minimum`` and ``peak``."""
@@ -159,6 +185,7 @@ class Built:
     services: list[Service]
     levels: tuple[str, ...]
     tick: float = 900.0
+    failures: tuple[tuple[float, str], ...] = ()  # (time, node): scripted node failures
 
 
 def _topology(
@@ -445,6 +472,24 @@ def _services(
     return services
 
 
+def _queue(loaded: LoadedScenario, position: int, spec: SimQueue) -> Queue:
+    """A scenario's queue as the live control plane reads a ``Queue`` spec (``from_api``)."""
+    ordering = Ordering.STRICT_FIFO if spec.strict_fifo else Ordering.BEST_EFFORT_FIFO
+    try:
+        api = QueueSpec(
+            name=spec.name,
+            parent=spec.parent,
+            weight=spec.weight,
+            quotas={accel: QueueQuota(**q.model_dump()) for accel, q in spec.quotas.items()},
+            ordering=ordering,
+        )
+    except ValidationError as err:
+        problem = err.errors()[0]
+        where = ("queues", position, *problem.get("loc", ()))
+        raise loaded.error(where, str(problem.get("msg", err))) from None
+    return queue_from_spec(api)
+
+
 def _queues(
     loaded: LoadedScenario, jobs: list[TrainingJob], services: list[Service]
 ) -> list[Queue]:
@@ -459,15 +504,7 @@ def _queues(
     for position, spec in enumerate(scenario.queues):
         if spec.parent is not None and spec.parent not in names:
             raise loaded.error(("queues", position, "parent"), f"no queue is named {spec.parent!r}")
-        quotas = {
-            accel: Quota(
-                guaranteed=round(q.guaranteed * MILLI),
-                limit=None if q.limit is None else round(q.limit * MILLI),
-                lend_limit=None if q.lend_limit is None else round(q.lend_limit * MILLI),
-            )
-            for accel, q in spec.quotas.items()
-        }
-        queues.append(Queue(spec.name, spec.parent, spec.weight, quotas, spec.strict_fifo))
+        queues.append(_queue(loaded, position, spec))
     parents = {q.parent for q in scenario.queues if q.parent}
     for name in used:
         if name not in names:

@@ -38,14 +38,16 @@ from baige.sched import (
     Shrink,
     Snapshot,
     check_result,
+    lifecycle,
 )
 from baige.sched.autoscale import AutoscaleState, LoadSample, recommend
 from baige.sched.incremental import Scheduler
+from baige.sched.lifecycle import Life, Outcome, ReplicaEnd, Step
 from baige.sim.build import Built, Service, TrainingJob, rng_for
 from baige.sim.metrics import Bins, Level
 from baige.sim.progress import Checkpointing, Segment
 
-__all__ = ["Engine", "EngineConfig", "FaultModel", "Loss", "RestartCosts"]
+__all__ = ["Engine", "EngineConfig", "FaultModel", "LoggedEvent", "Loss", "RestartCosts"]
 
 # event kinds, in the order they are handled at one instant (the pass comes last)
 _FINISH, _END, _FAIL, _DETECT, _REPAIR, _ARRIVE, _START, _TICK, _PASS = range(9)
@@ -91,6 +93,7 @@ class EngineConfig:
     faults: FaultModel = field(default_factory=FaultModel)
     timeline_points: int = 480
     verify: bool = False  # check every cycle's invariants (slow; for tests)
+    log_events: bool = False  # keep every workload event (the parity test compares them)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,9 +106,21 @@ class Loss:
     work: float
 
 
+@dataclass(frozen=True, slots=True)
+class LoggedEvent:
+    """A workload event, as the control plane records it (``EngineConfig.log_events``)."""
+
+    time: float
+    workload: str
+    type: str
+    message: str
+    replicas: int  # replicas it holds after the event
+
+
 @dataclass(slots=True)
 class _Job:
     spec: TrainingJob
+    life: Life = field(default_factory=lambda: Life(Kind.TRAINING))
     state: str = PENDING
     segment: Segment | None = None
     epoch: int = 0  # bumped whenever the segment changes: older finish events are stale
@@ -128,6 +143,7 @@ class _ServiceState:
     """One service: a single workload of ``wanted`` replicas in the scheduler (as live)."""
 
     service: Service
+    life: Life = field(default_factory=lambda: Life(Kind.INFERENCE))
     needed: int = 0  # replicas the demand needs now
     wanted: int = 0  # replicas the autoscaler asks for (the workload's size)
     known: bool = False  # submitted to the scheduler
@@ -206,6 +222,8 @@ class Engine:
         self.shrinks = 0
         self.node_failures = 0
         self.violations: list[str] = []
+        self.log: list[LoggedEvent] = []
+        self.held: list[tuple[float, dict[str, int]]] = []  # after each pass, when logging
         for node in built.nodes:
             group = self.by_type.setdefault(node.accel_type, _Group())
             if node.schedulable:
@@ -240,7 +258,7 @@ class Engine:
         for service in self.built.services:
             state = _ServiceState(service)
             self.services[service.name] = state
-            if service.curve is not None:
+            if service.follows_load:
                 self._curve_services.append(state)
             elif service.start < self.config.horizon:
                 self._push(service.start, _START, service.name)
@@ -249,6 +267,9 @@ class Engine:
         if self._curve_services:
             self._push(0.0, _TICK)
         self._schedule_failures()
+        for at, node in self.built.failures:
+            if at < self.config.horizon:
+                self._push(at, _FAIL, node)
         if self.config.every_interval:
             self._pass_at = 0.0
             self._push(0.0, _PASS)
@@ -307,6 +328,16 @@ class Engine:
     def _on_dead_node(self, workload: str) -> bool:
         return any(n in self.dead for n in self._nodes_of(workload))
 
+    # -- the lifecycle (baige.sched.lifecycle, as the controller applies it) -------------------
+
+    def _step(self, workload: str, step: Step) -> Life:
+        if self.config.log_events and step.event is not None:
+            event = step.event
+            self.log.append(
+                LoggedEvent(self.now, workload, event.type, event.message, step.life.replicas)
+            )
+        return step.life
+
     # -- training jobs ----------------------------------------------------------------------
 
     def _start_segment(self, job: _Job, overhead: float) -> None:
@@ -317,6 +348,7 @@ class Engine:
             job.state = CRASHED  # placed on a node that is down: it never starts
             return
         job.state = RUNNING
+        job.life = lifecycle.started(job.life).life
         job.segment = Segment(self.now, overhead, job.replicas, job.done, job.saved)
         finish = job.segment.finish(job.spec.work, self.ckpt)
         if finish < self.config.horizon:
@@ -374,6 +406,7 @@ class Engine:
         workload = job.spec.workload
         restart = self.config.restart
         graceful = self.config.checkpoint_on_preemption
+        job.life = self._step(workload.id, lifecycle.decided(job.life, decision))
         if isinstance(decision, Admit):
             job.replicas = len(decision.placements)
             job.accel = decision.accel_type
@@ -417,6 +450,8 @@ class Engine:
         if job.state != RUNNING or job.epoch != int(epoch):
             return  # stale: the job was resized, interrupted or preempted since
         self._close_segment(job, keep=True)
+        ended = [ReplicaEnd(i, Outcome.SUCCEEDED, 0) for i in range(job.replicas)]
+        job.life = self._step(workload_id, lifecycle.replicas_ended(job.life, ended, job.replicas))
         job.state = DONE
         job.end = self.now
         self.scheduler.remove(workload_id)
@@ -474,10 +509,13 @@ class Engine:
             policy = service.autoscale
             target = policy.target_qps_per_replica or 1.0
             load = LoadSample(service.demand(now) * target, 0.0, state.serving)
-            current = state.wanted or policy.min_replicas
+            current = state.wanted or service.initial or policy.min_replicas
             result = recommend(policy, state.autoscale, current, load, now)
             state.autoscale = result.state
             wanted = result.replicas
+            if result.changed and self.config.log_events:
+                self.log.append(LoggedEvent(now, service.name, "Autoscaled", result.reason,
+                                            state.life.replicas))  # fmt: skip
         changed = wanted != state.wanted
         state.wanted = wanted
         if wanted == 0 and state.known:
@@ -501,6 +539,8 @@ class Engine:
     ) -> None:
         name = state.service.name
         queue = state.service.template.queue
+        state.life = self._step(name, lifecycle.decided(state.life, decision))
+        state.life = lifecycle.started(state.life).life
         if isinstance(decision, Admit):
             state.accel = decision.accel_type
             state.started += len(decision.placements)
@@ -591,6 +631,8 @@ class Engine:
         self.cycle_seconds += time.perf_counter() - started
         self.cycles += 1
         self._apply(result)
+        if self.config.log_events:
+            self.held.append((self.now, {w: len(p) for w, p in self._held()}))
         if before is not None:
             self._verify(before, result)
         if result.decisions:
@@ -604,6 +646,14 @@ class Engine:
                 self._job_decision(job, decision)
             else:
                 self._service_decision(self.services[decision.workload], decision)
+
+    def _held(self) -> list[tuple[str, tuple[Placement, ...]]]:
+        """Every running workload and its placements."""
+        return [
+            (w.id, w.assignment.placements)
+            for w in self.scheduler.snapshot().workloads
+            if w.assignment is not None
+        ]
 
     def _verify(self, before: Snapshot, result: CycleResult) -> None:
         self.violations += [

@@ -122,9 +122,7 @@ def summarize(engine: Engine, *, scenario: str, wall_seconds: float) -> dict[str
         }
     )
     summary.update(_services(engine))
-    summary["inference_replicas_started"] = sum(
-        state.started for state in engine.services.values()
-    )
+    summary["inference_replicas_started"] = sum(state.started for state in engine.services.values())
     per_queue: dict[str, Any] = {}
     for name, group in engine.by_queue.items():
         members = [j for j in engine.jobs.values() if j.spec.workload.queue == name]
