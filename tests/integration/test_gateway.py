@@ -94,3 +94,81 @@ def test_a_service_behind_the_gateway(make_platform, sqlite_url: str) -> None:
         stop.set()
         for worker in workers:
             worker.join(timeout=30)
+
+
+SCALING = """\
+kind: InferenceService
+name: scaling
+queue: default
+replicas: 1
+accelerators: {share: 0.25, types: [h100]}
+engine: {name: fake, model: toy, token_latency: 0.02, max_concurrency: 8}
+autoscale: {min_replicas: 1, max_replicas: 3, target_qps_per_replica: 1,
+            scale_down_window: 5s, cooldown: 5s}
+"""
+
+
+def test_autoscaling_up_and_down_loses_no_request(make_platform, sqlite_url: str) -> None:
+    """The issue's example: load through the stable endpoint scales the service up, the
+    load falling scales it back down, and every request, including streams in flight on a
+    replica that leaves, completes."""
+    running = make_platform(sqlite_url, nodes=1)
+    admin = (running.platform.options.home / "admin-token").read_text().strip()
+    auth = {"Authorization": f"Bearer {admin}"}
+    posted = httpx.post(f"{running.url}/v1/services", content=SCALING, headers={
+        **auth, "Content-Type": "application/yaml"})  # fmt: skip
+    assert posted.status_code == 201, posted.text
+    service = posted.json()["id"]
+    endpoint = f"{running.url}/s/{service}/v1/completions"
+    wait_for(lambda: httpx.post(endpoint, headers=auth, json={"prompt": "x", "max_tokens": 1},
+                                timeout=30).status_code == 200, timeout=60)  # fmt: skip
+    failures: list[str] = []
+    served = [0]
+    replicas_seen: set[str] = set()
+
+    def stream(tokens: int) -> None:
+        try:
+            with httpx.stream("POST", endpoint, headers=auth, timeout=60,
+                              json={"prompt": "a b", "max_tokens": tokens,
+                                    "stream": True}) as reply:  # fmt: skip
+                lines = [ln for ln in reply.iter_lines() if ln.startswith("data: ")]
+                replicas_seen.add(reply.headers.get("x-baige-replica", ""))
+            if reply.status_code != 200 or lines[-1:] != ["data: [DONE]"]:
+                failures.append(f"{reply.status_code}: {lines[-2:]}")
+            elif len(lines) != tokens + 2:
+                failures.append(f"{len(lines)} lines for {tokens} tokens")
+            else:
+                served[0] += 1
+        except httpx.HTTPError as err:
+            failures.append(repr(err))
+
+    heavy, trickle = threading.Event(), threading.Event()
+
+    def worker(stop: threading.Event, tokens: int) -> None:
+        while not stop.is_set():
+            stream(tokens)
+
+    threads = [threading.Thread(target=worker, args=(heavy, 5), daemon=True) for _ in range(4)]
+    # two long streams at a time (12 s, longer than the backend's 10 s stop grace): without
+    # drain-then-stop, one on a replica that leaves would be cut
+    threads += [threading.Thread(target=worker, args=(trickle, 600), daemon=True) for _ in "ab"]
+    for thread in threads:
+        thread.start()
+    client = running.client()
+    try:
+        wait_for(lambda: client.job(service).replicas == 3, timeout=90)
+        heavy.set()  # the load falls to two long streams at a time
+        view = wait_for(
+            lambda: (v := client.job(service)).replicas == 1
+            and [r.state for r in v.running_replicas].count("running") == 1 and v,
+            timeout=120)  # fmt: skip
+        assert view.replicas == 1
+    finally:
+        heavy.set()
+        trickle.set()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert not failures, failures[:5]
+    assert served[0] >= 8 and len(replicas_seen) >= 2
+    moves = [e.message for e in client.events(service) if e.type == "Autoscaled"]
+    assert any("scaled up" in m for m in moves) and any("scaled down" in m for m in moves)

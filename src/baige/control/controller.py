@@ -57,6 +57,9 @@ __all__ = ["Controller", "PassStats"]
 log = logging.getLogger("baige.controller")
 
 _ENDED = {s.value for s in ReplicaState if s.ended}
+# a replica leaving a service is stopped no sooner than this after it left the rotation: the
+# gateway's cached replica list (ENDPOINTS_TTL_S, 1 s) may still send it a request meanwhile
+DRAIN_SETTLE_S = 2.0
 
 
 @dataclass(slots=True)
@@ -116,12 +119,18 @@ class Controller:
         api_url: str | None = None,
         max_launches_per_pass: int = 256,
         load: Callable[[str], LoadSample | None] | None = None,
+        in_flight: Callable[[str], int] | None = None,
+        drain_timeout: float = 30.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.db = db
         self.clock = clock  # wall-clock time of a pass (a test steps it)
         self.load = load  # a service's measured load (the gateway's board), for autoscaling
         self._autoscale_state: dict[str, AutoscaleState] = {}
+        # requests in flight to a service replica (the gateway's count): drain, then stop
+        self.in_flight = in_flight
+        self.drain_timeout = drain_timeout
+        self._draining: dict[str, float] = {}  # replica id -> when it left the rotation
         self.max_launches_per_pass = max_launches_per_pass
         self.api_url = api_url
         self.backend = backend
@@ -606,6 +615,26 @@ class Controller:
         self._wake.set()  # more to launch: pass again without waiting for the interval
         return chosen
 
+    def _drained(self, replica: ReplicaRow, services: set[str]) -> bool:
+        """Whether a running service replica the controller no longer wants may be stopped:
+        it has left the gateway's rotation (the gateway re-reads replica lists every
+        ``ENDPOINTS_TTL_S``) and its requests in flight have finished, or the drain timeout
+        is spent. Training replicas, and any replica without a gateway, stop at once."""
+        if self.in_flight is None or replica.workload_id not in services:
+            return True
+        now = self.clock()
+        since = self._draining.setdefault(replica.id, now)
+        waited = now - since
+        if waited >= self.drain_timeout:
+            busy = self.in_flight(replica.id)
+            if busy:
+                log.warning("replica %s still has %d request(s) in flight after the %g s "
+                            "drain timeout; stopping it", replica.id, busy,
+                            self.drain_timeout)  # fmt: skip
+            return True
+        # otherwise the next pass looks again
+        return waited >= DRAIN_SETTLE_S and self.in_flight(replica.id) == 0
+
     def _reconcile(self, stats: PassStats) -> None:
         """Launch what should run and is not launched; stop what should not run."""
         with self.db.session() as session:
@@ -628,6 +657,15 @@ class Controller:
                 )
             )
             to_launch = self._fair_share_of_launches(to_launch)
+            services = set(
+                session.scalars(
+                    select(WorkloadRow.id).where(
+                        WorkloadRow.kind == "InferenceService",
+                        WorkloadRow.id.in_({r.workload_id for r in to_stop}),
+                    )
+                )
+            )
+            waiting = {r.id for r in to_stop}
             sizes: dict[str, int] = defaultdict(int)
             workloads: dict[str, WorkloadRow] = {}
             for replica in to_launch:
@@ -686,5 +724,8 @@ class Controller:
                         replica.state = ReplicaState.STOPPED.value
                         continue
                     self._record_observation(replica, observed)
+                if not self._drained(replica, services):
+                    continue
                 self.backend.stop(replica.id)
                 stats.stopped += 1
+            self._draining = {r: t for r, t in self._draining.items() if r in waiting}

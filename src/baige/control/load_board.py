@@ -38,6 +38,7 @@ class LoadBoard:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self._services: dict[str, _ServiceLoad] = {}
+        self._replicas: dict[str, int] = {}  # requests in flight per replica
         self._lock = threading.Lock()
 
     def _get(self, service_id: str) -> _ServiceLoad:
@@ -62,6 +63,21 @@ class LoadBoard:
             if not ok:
                 load.errors += 1
             self._trim(load, now)
+
+    def replica_busy(self, replica_id: str, delta: int) -> None:
+        """A request to ``replica_id`` started (+1) or finished (-1) through the gateway."""
+        with self._lock:
+            left = self._replicas.get(replica_id, 0) + delta
+            if left > 0:
+                self._replicas[replica_id] = left
+            else:
+                self._replicas.pop(replica_id, None)
+
+    def replica_in_flight(self, replica_id: str) -> int:
+        """Requests the gateway has in flight to one replica: the controller stops a replica
+        it no longer wants only once this is 0 (drain, then stop)."""
+        with self._lock:
+            return self._replicas.get(replica_id, 0)
 
     def set_ready(self, service_id: str, ready: int) -> None:
         with self._lock:

@@ -190,6 +190,7 @@ class Platform:
             interval=options.interval,
             api_url=options.api_url,
             load=self.board.sample,
+            in_flight=self.board.replica_in_flight,
         )
         check = getattr(self.backend, "check_launchable", None)
         self.service = ControlService(self.db, wake=self.controller.wake, check_launchable=check)

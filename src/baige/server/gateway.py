@@ -12,8 +12,10 @@ replicas:
 * a replica that refuses the connection is taken out of rotation for a few seconds and the
   request is retried on another (nothing reached the first one, so a retry is safe for
   every method);
-* a replica the controller has stopped wanting (scale-down, drain) gets no new requests;
-  the ones it is serving finish;
+* a replica the controller has stopped wanting (scale-down, drain) gets no new requests
+  (after at most ``ENDPOINTS_TTL_S``, the replica list's cache); the controller stops it
+  only once the requests it is serving have finished (``LoadBoard.replica_in_flight``), or
+  after its drain timeout;
 * tenancy: the caller's Baige token must see the service (the ``Authorization`` header is
   Baige's and is not passed on).
 
@@ -208,6 +210,7 @@ class Gateway:
                 url += f"?{request.url.query}"
             upstream = self.http.build_request(request.method, url, headers=headers, content=body)
             self._outstanding[endpoint.url] = self._outstanding.get(endpoint.url, 0) + 1
+            self.board.replica_busy(endpoint.replica_id, 1)
             try:
                 response = await self.http.send(upstream, stream=True)
             except (httpx.ConnectError, httpx.ConnectTimeout):
@@ -253,6 +256,7 @@ class Gateway:
         )
 
     def _release(self, endpoint: _Endpoint) -> None:
+        self.board.replica_busy(endpoint.replica_id, -1)
         left = self._outstanding.get(endpoint.url, 1) - 1
         if left <= 0:
             self._outstanding.pop(endpoint.url, None)
