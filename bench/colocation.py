@@ -9,6 +9,11 @@ time, the cards allocated to training and to inference and the requests per seco
 share of requests answered within the SLO, how fast scale-ups followed load, the training
 shrink and grow counts, and the requests lost (any answer but 200: must be 0).
 
+Then the same scenario in ``baige sim`` — the same specs through ``baige.sim.from_specs``, the
+same QPS schedule, the live autoscaler and scheduler code — and the figures both worlds share
+side by side, each computed the same way from the workload events (live: the control plane's
+event log; simulated: the engine's, written by the same ``baige.sched.lifecycle``).
+
     python bench/colocation.py --minutes 10 --peak-qps 40 --slo-ms 2000
 
 Everything it starts is stopped at the end, and every loop is bounded in time.
@@ -19,7 +24,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
+import math
 import os
+import re
 import signal
 import socket
 import statistics
@@ -27,10 +35,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+NODES, CARDS_PER_NODE = 4, 8
+CARDS = NODES * CARDS_PER_NODE
+MAX_REPLICAS = 12  # each service's autoscale.max_replicas
+SERVICES = ("chat", "embed")  # two requests in three go to the first
+SUSTAINED_S = 15.0  # a rise counts for the reaction time when it lasts this long
 
 ROOT = Path(__file__).resolve().parents[1]
 QPS = ROOT.parent / "shared" / "data" / "traces" / "alibaba-genai-2026" / "qps.csv"
@@ -124,6 +139,7 @@ async def replay(
 
         tasks: set[asyncio.Task[None]] = set()
         began = time.monotonic()
+        samples.append({"t": 0, "qps": 0.0, "wall": time.time()})
         next_sample = began
         while (elapsed := time.monotonic() - began) < duration:
             level = curve[min(len(curve) - 1, int(elapsed / bin_s))]
@@ -209,8 +225,18 @@ def main() -> None:
             return result
 
         result = asyncio.run(run())
-        events = [e for s in [job, *services] for e in client.events(s)]
+        t0 = samples[0]["wall"]
+        names = {job: "pretrain", services[0]: "chat", services[-1]: "embed"}
+        events = [
+            Moved(max(0.0, e.ts - t0), names[w], e.type, e.message)
+            for w in [job, *services]
+            for e in client.events(w)
+            if e.ts - t0 <= args.minutes * 60
+        ]
         report(result, timeline, samples, events, args)
+        live = figures(events, curve, args)
+        simulated = simulate(curve, args)
+        compare(live, simulated)
     finally:
         stop_platform(process, home)
 
@@ -236,6 +262,137 @@ def _submit(url: str, token: str, kind: str, text: str) -> str:
     answer.raise_for_status()
     ident: str = answer.json()["id"]
     return ident
+
+
+@dataclass(frozen=True)
+class Moved:
+    """A workload event, seconds after the replay began."""
+
+    t: float
+    workload: str
+    type: str
+    message: str
+
+
+_COUNT = re.compile(r"(\d+) replica\(s\)")
+
+
+def held_series(events: list[Moved], workload: str) -> list[tuple[float, int]]:
+    """(time, replicas held) from a workload's events, as the lifecycle words them."""
+    series: list[tuple[float, int]] = [(0.0, 0)]
+    for event in sorted((e for e in events if e.workload == workload), key=lambda e: e.t):
+        if event.type in ("Admitted", "Grown", "Shrunk"):
+            found = _COUNT.findall(event.message)
+            if found:
+                series.append((event.t, int(found[-1])))
+        elif event.type in ("Preempted", "Evicted", "Failed", "Succeeded", "Restarting"):
+            series.append((event.t, 0))
+    return series
+
+
+def _at(series: list[tuple[float, int]], t: float) -> int:
+    value = 0
+    for since, count in series:
+        if since > t:
+            break
+        value = count
+    return value
+
+
+def _mean(series: list[tuple[float, int]], horizon: float) -> float:
+    area = 0.0
+    points = [*series, (horizon, series[-1][1])]
+    for (t1, v), (t2, _) in itertools.pairwise(points):
+        area += v * max(0.0, min(t2, horizon) - t1)
+    return area / horizon
+
+
+def schedule(curve: list[float], args: argparse.Namespace) -> dict[str, list[tuple[float, float]]]:
+    """Requests per second per service over the replay, as ``replay`` sends them."""
+    bin_s = args.minutes * 60 / len(curve)
+    rates = [max(0.2, level * args.peak_qps) for level in curve]
+    return {
+        "chat": [(i * bin_s, r * 2 / 3) for i, r in enumerate(rates)],
+        "embed": [(i * bin_s, r / 3) for i, r in enumerate(rates)],
+    }
+
+
+def figures(events: list[Moved], curve: list[float], args: argparse.Namespace) -> dict[str, Any]:
+    """What both worlds report, from their events alone."""
+    horizon = args.minutes * 60
+    out: dict[str, Any] = {}
+    reactions: list[float] = []
+    met = 0.0
+    for service, steps in schedule(curve, args).items():  # one per name in SERVICES
+        held = held_series(events, service)
+        out[f"{service} replicas (mean)"] = _mean(held, horizon)
+        # within the autoscaler's 10% tolerance of its target counts as enough
+        needs = [
+            (t, min(MAX_REPLICAS, math.ceil(rate / (args.target_qps * 1.1) - 1e-9)))
+            for t, rate in steps
+        ]
+        for (t, need), (end, _) in zip(needs, [*needs[1:], (horizon, 0)], strict=False):
+            met += (end - t) * (_at(held, t) >= need)
+            # a sustained rise: the need stays at least this high for SUSTAINED_S
+            sustained = all(n >= need for s, n in needs if t <= s < t + SUSTAINED_S)
+            if need > _at(held, t - 1e-6) and sustained and t + SUSTAINED_S <= horizon:
+                ready = next((s for s, n in held if s >= t and n >= need), None)
+                reactions.append(horizon - t if ready is None else ready - t)
+    training = held_series(events, "pretrain")
+    out["training replicas (mean)"] = _mean(training, horizon)
+    inference = out["chat replicas (mean)"] + out["embed replicas (mean)"]
+    out["cards allocated (mean)"] = (out["training replicas (mean)"] + inference) / CARDS
+    out["time with enough replicas"] = met / (horizon * len(SERVICES))
+    out["scale-up reaction p50 (s)"] = statistics.median(reactions) if reactions else math.nan
+    out["scale-up reaction worst (s)"] = max(reactions) if reactions else math.nan
+    out["autoscaler moves"] = sum(1 for e in events if e.type == "Autoscaled")
+    out["training shrunk"] = sum(
+        1 for e in events if e.workload == "pretrain" and e.type == "Shrunk"
+    )
+    out["training grown"] = sum(1 for e in events if e.workload == "pretrain" and e.type == "Grown")
+    out["training preempted"] = sum(
+        1 for e in events if e.workload == "pretrain" and e.type == "Preempted"
+    )
+    return out
+
+
+def simulate(curve: list[float], args: argparse.Namespace) -> dict[str, Any]:
+    """The same scenario in the simulator: same specs, same QPS schedule, same code."""
+    from baige.api.loader import load_specs  # noqa: PLC0415
+    from baige.api.nodes import AcceleratorGroup, NodeSpec  # noqa: PLC0415
+    from baige.api.queues import QueueSpec  # noqa: PLC0415
+    from baige.sched import BAIGE  # noqa: PLC0415
+    from baige.sim.engine import Engine, EngineConfig, RestartCosts  # noqa: PLC0415
+    from baige.sim.from_specs import Arrival, built_from_specs  # noqa: PLC0415
+    from baige.sim.progress import Checkpointing  # noqa: PLC0415
+
+    nodes = [NodeSpec(name=f"node-{i}", accelerators=AcceleratorGroup(type="h100", count=8))
+             for i in range(NODES)]  # fmt: skip
+    steps = schedule(curve, args)
+    arrivals = [Arrival(0.0, load_specs(TRAINING)[0])]  # type: ignore[arg-type]
+    for name in ("chat", "embed"):
+        (spec,) = load_specs(SERVICE % {"name": name, "target": args.target_qps})
+        arrivals.append(Arrival(0.0, spec, qps=tuple(steps[name])))  # type: ignore[arg-type]
+    horizon = args.minutes * 60
+    built = built_from_specs(nodes, [QueueSpec(name="default")], arrivals, tick=1.0)
+    config = EngineConfig(horizon=horizon, interval=1.0, checkpointing=Checkpointing(0.0, 0.0),
+                          restart=RestartCosts(10.0, 0.0, 0.0, 0.0), log_events=True)  # fmt: skip
+    engine = Engine(built, BAIGE, config)
+    engine.run()
+    events = [Moved(e.time, e.workload, e.type, e.message) for e in engine.log]
+    return figures(events, curve, args)
+
+
+def compare(live: dict[str, Any], simulated: dict[str, Any]) -> None:
+    print(f"\n{'':32} {'live':>9} {'simulated':>10}")
+    for key, value in live.items():
+        other = simulated.get(key, math.nan)
+        if key in ("cards allocated (mean)", "time with enough replicas"):
+            print(f"{key:32} {value:>9.1%} {other:>10.1%}")
+        elif isinstance(value, float):
+            print(f"{key:32} {value:>9.1f} {other:>10.1f}")
+        else:
+            print(f"{key:32} {value:>9} {other:>10}")
 
 
 def report(

@@ -19,7 +19,7 @@ replicas: 1
 accelerators: {share: 0.25, types: [h100]}
 engine: {name: fake, model: toy, token_latency: 0.05, max_concurrency: 4}
 autoscale: {min_replicas: 1, max_replicas: 3, target_qps_per_replica: 1,
-            scale_down_window: 600s}
+            target_cache_usage: 0.95, scale_down_window: 600s}
 """
 
 
@@ -43,6 +43,10 @@ def test_a_service_behind_the_gateway(make_platform, sqlite_url: str) -> None:
     by_name = httpx.post(f"{running.url}/s/chat/v1/completions", headers=auth,
                          json={"prompt": "x", "max_tokens": 1}, timeout=30)  # fmt: skip
     assert by_name.status_code == 200
+    # the replica's own engine metrics reach the autoscaler (read every 5 s)
+    sample = wait_for(lambda: (v := running.platform.board.sample(service)) and
+                      v.cache_usage is not None and v, timeout=30)  # fmt: skip
+    assert 0 <= sample.cache_usage <= 1 and sample.waiting is not None
 
     # streamed through unbuffered: the first token arrives long before the last
     started = time.monotonic()

@@ -228,7 +228,9 @@ class TrainingJobSpec(_WorkloadBase):
 class Autoscale(SpecModel):
     """Scale replicas with the load the gateway measures (``/s/{service}/…``): between
     ``min_replicas`` and ``max_replicas``, aiming at ``target_qps_per_replica`` requests per
-    second and, when given, ``target_in_flight_per_replica`` requests in flight (the larger
+    second and, when given, ``target_in_flight_per_replica`` requests in flight, and with an
+    ``engine:``, ``target_waiting_per_replica`` requests queued in the engine and
+    ``target_cache_usage`` of its KV cache, read from each replica's metrics (the largest
     need wins). A rise is followed at once (or after ``scale_up_window``), a fall only once it
     has lasted ``scale_down_window``, and never within ``cooldown`` of the last change."""
 
@@ -236,6 +238,11 @@ class Autoscale(SpecModel):
     max_replicas: int = Field(ge=1, le=MAX_REPLICAS)
     target_qps_per_replica: float = Field(default=10.0, gt=0)
     target_in_flight_per_replica: float | None = Field(default=None, gt=0)
+    # read from each replica's own metrics (needs ``engine:``): requests queued inside the
+    # engine per replica (vLLM's vllm:num_requests_waiting), and KV-cache use, 0..1
+    # (vllm:gpu_cache_usage_perc)
+    target_waiting_per_replica: float | None = Field(default=None, gt=0)
+    target_cache_usage: float | None = Field(default=None, gt=0, le=1)
     scale_up_window: DurationSeconds = Field(default=0.0, ge=0, le=86400)
     scale_down_window: DurationSeconds = Field(default=300.0, ge=0, le=86400)
     cooldown: DurationSeconds = Field(default=30.0, ge=0, le=86400)
@@ -295,6 +302,14 @@ class InferenceServiceSpec(_WorkloadBase):
                 if self.command
                 else "give a command (a list of arguments) or an engine section"
             )
+        scale = self.autoscale
+        if self.engine is None and scale is not None:
+            for name in ("target_waiting_per_replica", "target_cache_usage"):
+                if getattr(scale, name) is not None:
+                    raise ValueError(
+                        f"autoscale.{name} is read from the engine's own metrics: it needs an "
+                        "engine section (vllm, sglang or fake)"
+                    )
         return self
 
     @property

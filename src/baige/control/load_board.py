@@ -15,11 +15,12 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from baige.sched.autoscale import LoadSample
+from baige.sched.autoscale import MEASURE_WINDOW_S, LoadSample
 
 __all__ = ["WINDOW_S", "LoadBoard"]
 
-WINDOW_S = 15.0  # requests per second are counted over this window
+WINDOW_S = MEASURE_WINDOW_S  # requests per second are counted over this window
+ENGINE_FRESH_S = 30.0  # engine metrics older than this are not shown to the autoscaler
 
 
 @dataclass(slots=True)
@@ -28,6 +29,7 @@ class _ServiceLoad:
     latencies: deque[tuple[float, float]] = field(default_factory=deque)
     in_flight: int = 0
     ready: int = 0
+    engine: tuple[float, float | None, float | None] | None = None  # (when, waiting, cache)
     total: int = 0
     errors: int = 0
 
@@ -79,6 +81,12 @@ class LoadBoard:
         with self._lock:
             return self._replicas.get(replica_id, 0)
 
+    def set_engine(self, service_id: str, waiting: float | None, cache: float | None) -> None:
+        """What the service's engines report (``baige.control.engine_metrics``): requests
+        waiting in them, all replicas, and their mean KV-cache use."""
+        with self._lock:
+            self._get(service_id).engine = (self.clock(), waiting, cache)
+
     def set_ready(self, service_id: str, ready: int) -> None:
         with self._lock:
             self._get(service_id).ready = ready
@@ -98,7 +106,11 @@ class LoadBoard:
             if load is None:
                 return None
             self._trim(load, now)
-            return LoadSample(len(load.arrivals) / WINDOW_S, load.in_flight, load.ready)
+            waiting = cache = None
+            if load.engine is not None and now - load.engine[0] <= ENGINE_FRESH_S:
+                _, waiting, cache = load.engine
+            return LoadSample(len(load.arrivals) / WINDOW_S, load.in_flight, load.ready,
+                              waiting, cache)  # fmt: skip
 
     def figures(self) -> dict[str, dict[str, float]]:
         """Per service: requests/s, in flight, p50/p99 latency (s), totals; for /metrics."""

@@ -14,7 +14,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from baige.backends.local import LocalBackend
 from baige.backends.slurm import SlurmBackend
 from baige.control.auth import Principal, ensure_admin_token
 from baige.control.controller import Controller
+from baige.control.engine_metrics import EngineScraper
 from baige.control.load_board import LoadBoard
 from baige.control.service import ControlService
 from baige.control.slurm_sync import SlurmSync
@@ -240,7 +241,13 @@ class Platform:
 
     def start(self) -> None:
         self.prepare()
-        for target, name in ((self.controller.run_forever, "controller"), (self._agent, "agent")):
+        scraper = EngineScraper(self.db, self.board)
+        targets: list[tuple[Callable[[], None], str]] = [
+            (self.controller.run_forever, "controller"),
+            (self._agent, "agent"),
+            (lambda: scraper.run_forever(self._stop), "engine-metrics"),
+        ]
+        for target, name in targets:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)

@@ -6,8 +6,10 @@ the same function runs in the simulator and in the live control plane.
 
 The algorithm is Kubernetes' HorizontalPodAutoscaler's, which operators already know:
 
-* a raw recommendation from each metric — ``ceil(qps / target_qps_per_replica)`` and
-  ``ceil(in_flight / target_in_flight_per_replica)`` — the largest wins, clamped to
+* a raw recommendation from each metric — ``ceil(qps / target_qps_per_replica)``,
+  ``ceil(in_flight / target_in_flight_per_replica)``, and from the engines' own metrics
+  ``ceil(waiting / target_waiting_per_replica)`` and
+  ``ceil(replicas × cache_usage / target_cache_usage)`` — the largest wins, clamped to
   ``[min_replicas, max_replicas]``; a metric within ``tolerance`` of its target changes
   nothing (no flapping around the target);
 * stabilization: a scale-up takes the *smallest* recommendation of the last
@@ -16,7 +18,9 @@ The algorithm is Kubernetes' HorizontalPodAutoscaler's, which operators already 
   a minute later);
 * a cool-down: no scale-down within ``cooldown`` seconds of the last change;
 * no observation (the service has no ready replica, or the gateway saw nothing for a
-  while): no change, and the reason says so.
+  while): no change, and the reason says so;
+* a fresh state (a new service, a restarted controller) counts the current size as its
+  last recommendation, so a scale-down waits out its window even then.
 """
 
 from __future__ import annotations
@@ -24,7 +28,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-__all__ = ["AutoscalePolicy", "AutoscaleState", "LoadSample", "Recommendation", "recommend"]
+__all__ = [
+    "MEASURE_WINDOW_S",
+    "AutoscalePolicy",
+    "AutoscaleState",
+    "LoadSample",
+    "Recommendation",
+    "recommend",
+]
+
+# requests per second are counted over this trailing window (the gateway's board, and the
+# simulator's model of it): the autoscaler sees a rise only as it fills the window
+MEASURE_WINDOW_S = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +52,8 @@ class AutoscalePolicy:
     scale_down_window: float = 300.0
     cooldown: float = 30.0
     tolerance: float = 0.1
+    target_waiting_per_replica: float | None = None  # requests queued inside the engine
+    target_cache_usage: float | None = None  # mean KV-cache use of the replicas, 0..1
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +63,9 @@ class LoadSample:
     qps: float
     in_flight: float
     ready_replicas: int
+    # from the replicas' own metrics, when their engine exports them (None: not measured)
+    waiting: float | None = None  # requests queued inside the engines, all replicas
+    cache_usage: float | None = None  # mean KV-cache use, 0..1
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +75,7 @@ class AutoscaleState:
 
     history: tuple[tuple[float, int], ...] = ()
     last_change: float | None = None
+    since: float | None = None  # its first observation
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +104,19 @@ def _raw(policy: AutoscalePolicy, load: LoadSample, current: int) -> tuple[int, 
         wants.append(
             (needed, f"{value:.1f} {name} needs {needed} replica(s) at {target:g} per replica")
         )
+    engine = (
+        (load.waiting, policy.target_waiting_per_replica, "requests waiting in the engines", 1.0),
+        (load.cache_usage, policy.target_cache_usage, "KV-cache use", float(base)),
+    )
+    for measured, target, name, scale in engine:
+        if measured is None or target is None or target <= 0:
+            continue
+        # a total (waiting) over a per-replica target; a mean (cache) times the replicas
+        needed = math.ceil(measured * scale / target - 1e-9)
+        if current > 0 and abs(measured * scale / base / target - 1) <= policy.tolerance:
+            wants.append((current, f"{measured:.2f} {name} is on target ({target:g})"))
+            continue
+        wants.append((needed, f"{measured:.2f} {name} needs {needed} replica(s) at {target:g}"))
     if not wants:
         return current, "no metric to scale on"
     return max(wants, key=lambda item: item[0])
@@ -102,12 +136,17 @@ def recommend(
     raw = min(policy.max_replicas, max(policy.min_replicas, raw))
     keep = max(policy.scale_up_window, policy.scale_down_window)
     history = (*((t, r) for t, r in state.history if now - t <= keep), (now, raw))
+    # a fresh autoscaler (a new service, a restarted controller) has seen nothing before
+    # ``since``: it may not scale down until it has watched a whole scale-down window
+    since = now if state.since is None else state.since
     if raw > current:
         window = [r for t, r in history if now - t <= policy.scale_up_window]
         target = max(current, min(window))
     elif raw < current:
         window = [r for t, r in history if now - t <= policy.scale_down_window]
         target = min(current, max(window))
+        if now - since < policy.scale_down_window:
+            target = current
         if (
             target < current
             and state.last_change is not None
@@ -116,7 +155,7 @@ def recommend(
             left = policy.cooldown - (now - state.last_change)
             return Recommendation(
                 current,
-                AutoscaleState(history, state.last_change),
+                AutoscaleState(history, state.last_change, since),
                 f"{why}; cooling down for {left:.0f} s after the last change",
             )
     else:
@@ -128,11 +167,13 @@ def recommend(
             if raw < current
             else ""
         )
-        return Recommendation(current, AutoscaleState(history, state.last_change), why + held)
+        return Recommendation(
+            current, AutoscaleState(history, state.last_change, since), why + held
+        )
     direction = "up" if target > current else "down"
     return Recommendation(
         target,
-        AutoscaleState(history, now),
+        AutoscaleState(history, now, since),
         f"scaled {direction} from {current} to {target}: {why}",
         changed=True,
     )

@@ -106,4 +106,6 @@ def autoscale_policy(spec: Autoscale) -> AutoscalePolicy:
         spec.scale_up_window,
         spec.scale_down_window,
         spec.cooldown,
+        target_waiting_per_replica=spec.target_waiting_per_replica,
+        target_cache_usage=spec.target_cache_usage,
     )

@@ -119,6 +119,24 @@ class Service:
     # live gateway would measure; with it the policy's targets size the service
     qps: tuple[tuple[float, float], ...] | None = None
     initial: int | None = None  # replicas it is submitted with (default: ``minimum``)
+    window: float = 0.0  # ``qps`` is measured as its mean over this trailing window
+
+    def measured_qps(self, t: float) -> float:
+        """Requests per second as a gateway counting over ``window`` would report at ``t``."""
+        if self.window <= 0:
+            return self.requests_per_second(t)
+        start = t - self.window
+        total, edge = 0.0, start
+        rate = self.requests_per_second(start)
+        for since, value in self.qps or ():
+            if since <= start:
+                continue
+            if since > t:
+                break
+            total += rate * (since - edge)
+            edge, rate = since, value
+        total += rate * (t - edge)
+        return total / self.window
 
     def demand(self, t: float) -> float:
         """Replicas' worth of load at ``t`` (a fraction: the autoscaler rounds up)."""
@@ -144,6 +162,15 @@ class Service:
     def follows_load(self) -> bool:
         """Whether its size changes over time (the autoscaler ticks for it)."""
         return self.curve is not None or self.qps is not None
+
+    def offered(self, t: float) -> float:
+        """The requests per second the autoscaler is shown at ``t``: measured over ``window``
+        for a ``qps`` service, else the demand at ``target_qps_per_replica`` each."""
+        if t < self.start or t >= self.end:
+            return 0.0
+        if self.qps is not None:
+            return self.measured_qps(t)
+        return self.demand(t) * (self.autoscale.target_qps_per_replica or 1.0)
 
     def needed(self, t: float) -> int:
         """Replicas the demand needs at ``t``, between ``minimum`` and ``peak``."""

@@ -507,8 +507,7 @@ class Engine:
             wanted = 0
         else:
             policy = service.autoscale
-            target = policy.target_qps_per_replica or 1.0
-            load = LoadSample(service.demand(now) * target, 0.0, state.serving)
+            load = LoadSample(service.offered(now), 0.0, state.serving)
             current = state.wanted or service.initial or policy.min_replicas
             result = recommend(policy, state.autoscale, current, load, now)
             state.autoscale = result.state

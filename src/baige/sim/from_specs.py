@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from baige.api.nodes import NodeSpec
 from baige.api.queues import QueueSpec
 from baige.api.workloads import InferenceServiceSpec, TrainingJobSpec
+from baige.sched.autoscale import MEASURE_WINDOW_S
 from baige.sched.from_api import (
     autoscale_policy,
     node_from_spec,
@@ -41,7 +42,7 @@ class Arrival:
     qps: tuple[tuple[float, float], ...] = ()
 
 
-def _service(arrival: Arrival, spec: InferenceServiceSpec) -> Service:
+def _service(arrival: Arrival, spec: InferenceServiceSpec, window: float) -> Service:
     workload = workload_from_spec(spec, workload_id=spec.name, created_at=arrival.at)
     template = replace(workload, replicas=1, min_replicas=1)
     if spec.autoscale is None:
@@ -57,6 +58,7 @@ def _service(arrival: Arrival, spec: InferenceServiceSpec) -> Service:
         policy=policy,
         qps=tuple(sorted(arrival.qps)) or ((arrival.at, 0.0),),
         initial=spec.replicas,
+        window=window,
     )
 
 
@@ -67,16 +69,18 @@ def built_from_specs(
     *,
     failures: Sequence[tuple[float, str]] = (),
     tick: float = 1.0,
+    window: float = MEASURE_WINDOW_S,
     levels: tuple[str, ...] = ("block", "rack"),
 ) -> Built:
     """The simulator's input for these specs; ``tick``: how often the autoscaler acts (the
-    controller's pass interval)."""
+    controller's pass interval); ``window``: over how long the gateway averages requests per
+    second (0: the autoscaler sees the load as it is)."""
     jobs: list[TrainingJob] = []
     services: list[Service] = []
     for arrival in sorted(arrivals, key=lambda a: a.at):
         spec = arrival.spec
         if isinstance(spec, InferenceServiceSpec):
-            services.append(_service(arrival, spec))
+            services.append(_service(arrival, spec, window))
             continue
         workload = workload_from_spec(spec, workload_id=spec.name, created_at=arrival.at)
         seconds = math.inf if arrival.seconds is None else arrival.seconds

@@ -73,3 +73,15 @@ def test_a_scale_up_window_takes_the_smallest_recent_recommendation() -> None:
     assert spike.replicas == 2  # the 20 req/s recommendation (2) is still in the window
     sustained = recommend(policy, spike.state, 2, load(90, 2), now=45.0)
     assert sustained.replicas == 9
+
+
+def test_a_fresh_autoscaler_watches_a_whole_window_before_scaling_down() -> None:
+    """A restarted controller starts with no history: it must not drop replicas at once on
+    its first quiet observation, nor on the next ones, until a whole window has passed."""
+    state = AutoscaleState()
+    for now in (0.0, 1.0, 30.0, 59.0):
+        result = recommend(POLICY, state, 4, load(5, 4), now=now)
+        assert result.replicas == 4, (now, result.reason)
+        state = result.state
+    result = recommend(POLICY, state, 4, load(5, 4), now=60.0)
+    assert result.replicas == 1 and result.changed

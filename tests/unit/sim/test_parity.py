@@ -202,7 +202,7 @@ def _live(scenario: Scenario, tmp_path: Path) -> tuple[list[tuple], list[tuple]]
 
 def _simulated(scenario: Scenario) -> tuple[list[tuple], list[tuple]]:
     built = built_from_specs(scenario.nodes, scenario.queues, scenario.arrivals,
-                             failures=scenario.failures, tick=STEP)  # fmt: skip
+                             failures=scenario.failures, tick=STEP, window=0)  # fmt: skip
     config = EngineConfig(
         horizon=scenario.horizon + STEP / 2,
         interval=STEP,
