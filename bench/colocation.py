@@ -193,7 +193,7 @@ def main() -> None:
         wait_until = time.monotonic() + 60
         while time.monotonic() < wait_until:
             views = [client.job(s) for s in services]
-            if all(v.running_replicas for v in views):
+            if all(_running(v) for v in views):
                 break
             time.sleep(1)
         print(f"replaying {len(curve)} bins of the GenAI QPS curve over {args.minutes:g} min, "
@@ -206,8 +206,8 @@ def main() -> None:
             while not monitor_stop:
                 overview = await asyncio.to_thread(_overview, url, token)
                 views = await asyncio.to_thread(lambda: [client.job(s) for s in [job, *services]])
-                training = len(views[0].running_replicas)
-                inference = sum(len(v.running_replicas) for v in views[1:])
+                training = _running(views[0])
+                inference = sum(_running(v) for v in views[1:])
                 allocated = sum(a["allocated"] for a in overview["accelerators"])
                 total = sum(a["total"] for a in overview["accelerators"])
                 wanted = [v.replicas for v in views[1:]]
@@ -239,6 +239,11 @@ def main() -> None:
         compare(live, simulated)
     finally:
         stop_platform(process, home)
+
+
+def _running(view: Any) -> int:
+    """Replicas running now (a workload's view lists stopped ones too)."""
+    return sum(1 for r in view.running_replicas if r.state == "running")
 
 
 def _overview(url: str, token: str) -> dict[str, Any]:
@@ -415,7 +420,8 @@ def report(
     lost = sum(result["lost"].values())
     kinds: dict[str, int] = {}
     for event in events:
-        kinds[event.type] = kinds.get(event.type, 0) + 1
+        if event.workload == "pretrain" or event.type == "Autoscaled":
+            kinds[event.type] = kinds.get(event.type, 0) + 1
     useful = [r["allocated"] / r["total"] for r in timeline if r["total"]]
     print(f"\nrequests sent {result['sent']}, served {served}, lost {lost} {result['lost'] or ''}")
     if latencies:
