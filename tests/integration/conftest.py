@@ -134,8 +134,9 @@ def make_platform(tmp_path: Path) -> Iterator[object]:
     started: list[RunningPlatform] = []
 
     def build(db_url: str, *, nodes: int = 2, accel: str = "h100:8", heartbeat_timeout: float = 10.0,
-              home: Path | None = None) -> RunningPlatform:  # fmt: skip
+              home: Path | None = None, health_policy: object = None) -> RunningPlatform:  # fmt: skip
         options = PlatformOptions(
+            health_policy=health_policy,  # type: ignore[arg-type]
             db_url=db_url,
             home=home or tmp_path / f"home-{uuid.uuid4().hex[:6]}",
             accelerators=parse_fake(accel),

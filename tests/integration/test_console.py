@@ -242,6 +242,18 @@ def test_a_newcomers_pages(browser, make_platform, sqlite_url: str) -> None:
     assert wait_for(lambda: client.job(busy.id).phase == "running")
     assert wait_for(lambda: client.job(huge.id).reason_code == "NeverFits")
     assert wait_for(lambda: client.job(typo.id).phase == "failed")
+    assert wait_for(lambda: client.job(service.id).phase == "running", timeout=30)
+    # a request through the stable endpoint, and the samples the controller keeps every 30 s
+    auth = {"Authorization": f"Bearer {client.token}"}
+    assert wait_for(lambda: httpx.post(f"{running.url}/s/{service.id}/predict", headers=auth,
+                                       json={"prompt": "abc"}).status_code == 200)  # fmt: skip
+    import time  # noqa: PLC0415
+
+    from baige.control.usage import record_service_load  # noqa: PLC0415
+
+    for back in (600, 300):
+        with running.platform.db.session() as session:
+            record_service_load(session, time.time() - back, running.platform.board.figures())
     view = client.job(huge.id)
     assert view.phase == "pending"  # nodes may be added: it waits, but says it cannot fit now
     assert "needs 24 h100 cards in one gang; the whole cluster has 16" in view.reason
@@ -255,7 +267,15 @@ def test_a_newcomers_pages(browser, make_platform, sqlite_url: str) -> None:
     cards = page.inner_text(".card .big")
     chart = page.text_content("svg.chart") or ""
     assert f"now: {cards.split(' / ')[0]} allocated" in chart, (cards, chart)  # the chart ends
-    shot(page, "overview-waiting")  # where the cards are
+    # where the cards are; and how they split between training and inference, on a time axis
+    kinds = page.text_content("#chart-kinds") or ""
+    assert "now: 8 training, 0.5 inference" in kinds, kinds  # busy's 8, toy-chat's 2 x 0.25
+    assert page.locator("#chart-kinds path[data-series='inference']").count() == 1
+    assert page.locator("#chart-kinds text").count() >= 4  # time and card labels
+    assert "cards by kind" in page.inner_text("#kinds-window")
+    headings = page.locator("main h2").all_inner_texts()
+    assert headings[1] == "Cards: training vs inference", headings
+    shot(page, "overview-waiting")
     page.goto(f"{running.url}/#/jobs/{huge.id}")
     page.wait_for_selector("#why:has-text('can never be placed')")
     assert page.inner_text("#command").startswith("python3 -c \"import time; [print('step'")
@@ -275,9 +295,26 @@ def test_a_newcomers_pages(browser, make_platform, sqlite_url: str) -> None:
     shot(page, "job-cannot-start")
     page.click("a[href='#/services']")
     page.wait_for_selector("td:has-text('toy-chat')")
+    row = f"tr[data-id='{service.id}']"
+    assert page.inner_text(f"{row} td.replicas") == "2 / 2"
+    assert float(page.inner_text(f"{row} td.qps")) >= 0  # a number: the gateway served it
     shot(page, "services")
     page.goto(f"{running.url}/#/services/{service.id}")
     page.wait_for_selector("h1:has-text('toy-chat')")
+    page.wait_for_selector("#chart-replicas")
+    endpoint = page.inner_text("#endpoint")
+    assert f"{running.url}/s/{service.id}" in endpoint and f"{running.url}/s/toy-chat" in endpoint
+    assert f"{running.url}/s/toy-chat/" in page.inner_text("#curl")
+    assert "$BAIGE_TOKEN" in page.inner_text("#curl")  # never the user's own token
+    replicas = page.text_content("#chart-replicas") or ""
+    assert "now: 2 running, 2 wanted" in replicas, replicas
+    for series in ("wanted", "running"):  # two samples, then the live point
+        points = page.locator(f"#chart-replicas path[data-series='{series}']")
+        assert (points.get_attribute("d") or "").count("L") >= 4, series
+    assert page.locator("#chart-load path[data-series='requests_per_second']").count() == 1
+    assert page.locator("#chart-latency").count() == 1
+    assert "Admitted" in page.inner_text("#scaling")
+    assert "in flight" in page.inner_text("#load-now")  # the gateway's figures now
     shot(page, "service")
     page.click("a[href='#/submit']")
     page.wait_for_selector("#spec")

@@ -15,6 +15,9 @@ __all__ = [
     "ReplicaView",
     "RuntimeView",
     "SamplePoint",
+    "ServiceFigures",
+    "ServiceLoadPoint",
+    "ServiceLoadView",
     "TokenView",
     "TrainingRuntime",
     "WorkloadView",
@@ -60,6 +63,17 @@ class RuntimeView(BaseModel):
     updated_at: float | None = None
 
 
+class ServiceFigures(BaseModel):
+    """A service's load now, as its gateway sees it (requests over the last 15 s)."""
+
+    requests_per_second: float
+    in_flight: float
+    latency_p50_seconds: float | None = Field(default=None, description="None: none finished")
+    latency_p99_seconds: float | None = None
+    requests_total: int = Field(default=0, description="since the control plane started")
+    errors_total: int = 0
+
+
 class WorkloadView(BaseModel):
     """A job or service as users see it; ``reason`` says why it is in its phase."""
 
@@ -81,6 +95,14 @@ class WorkloadView(BaseModel):
     started_at: float | None = None
     finished_at: float | None = None
     runtime: RuntimeView | None = Field(default=None, description="from baige run, if used")
+    load: ServiceFigures | None = Field(
+        default=None, description="a service's load now, if its gateway has served it"
+    )
+    replicas_running: int | None = Field(
+        default=None,
+        description="a service's replicas wanted and observed running now (in lists too, "
+        "where running_replicas is left empty)",
+    )
     spec: dict[str, object]
 
 
@@ -149,6 +171,8 @@ class SamplePoint(BaseModel):
     allocated: float
     running: float
     pending: int
+    training: float = Field(default=0.0, description="of allocated, cards held by training jobs")
+    inference: float = Field(default=0.0, description="of allocated, cards held by services")
     live: bool = Field(
         default=False, description="computed now from the same state as the cards, not stored"
     )
@@ -197,4 +221,40 @@ class OverviewView(BaseModel):
     )
     ettr: float | None = Field(
         default=None, description="mean ETTR estimate of the running jobs that report it"
+    )
+
+
+class ServiceLoadPoint(BaseModel):
+    """One sample of a service: replicas wanted and running, and its load then."""
+
+    ts: float
+    wanted: int = Field(description="replicas wanted (set by the autoscaler or a scale)")
+    running: int = Field(description="replicas wanted and observed running")
+    requests_per_second: float
+    in_flight: float
+    latency_p50_seconds: float | None = None
+    latency_p99_seconds: float | None = None
+    live: bool = Field(default=False, description="computed now, not stored")
+
+
+class ServiceLoadView(BaseModel):
+    """A service's endpoint, replicas and load over time, and why its size changed."""
+
+    id: str
+    name: str
+    phase: str
+    endpoints: list[str] = Field(description="its stable gateway paths: by id, and by name")
+    replicas: int = Field(description="replicas wanted now")
+    running: int = Field(description="replicas running now")
+    current: ServiceFigures | None = Field(
+        default=None, description="the gateway's figures now; None if it has not served it"
+    )
+    history: list[ServiceLoadPoint] = Field(
+        description="samples every 30 s, oldest first; the last point is live"
+    )
+    history_since: float = Field(description="start of the window history covers")
+    now: float
+    events: list[EventView] = Field(
+        description="scaling events in the window (autoscaled, scaled, grown, shrunk, "
+        "preempted, replica restarts), newest first"
     )

@@ -509,6 +509,13 @@ def up(
         list[Path] | None,
         typer.Option(help="A directory working_dir must lie under (repeatable; default: any)."),
     ] = None,
+    health_policy: Annotated[
+        Path | None,
+        typer.Option(
+            help="YAML: what device conditions do to a node (see README, Device "
+            "health). Default: fatal drains, degraded cordons, healed after 5 min."
+        ),
+    ] = None,
 ) -> None:
     """Run the control plane: the API, the controller and this machine's node agent."""
     import logging  # noqa: PLC0415 - the server's imports stay out of the other commands
@@ -554,7 +561,14 @@ def up(
         raise _fail(err) from None
     if users and os.geteuid() != 0:
         raise _fail(ValueError("--tenant-user needs `baige up` to run as root"))
+    from baige.control.health_policy import load_policy  # noqa: PLC0415
+
+    try:
+        policy = load_policy(health_policy) if health_policy is not None else None
+    except ValueError as err:
+        raise _fail(err) from None
     options = PlatformOptions(
+        health_policy=policy,
         tenant_users=users if os.geteuid() == 0 and backend != "fake" else None,
         allowed_workdirs=tuple(p.expanduser().resolve() for p in allow_workdir or []),
         db_url=db or default_db_url(data),

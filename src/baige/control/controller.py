@@ -20,7 +20,7 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from sqlalchemy import select
 
@@ -36,7 +36,7 @@ from baige.control.snapshot import (
     load_snapshot,
     parse_spec,
 )
-from baige.control.usage import record_usage
+from baige.control.usage import record_service_load, record_usage
 from baige.sched import (
     BAIGE,
     Profile,
@@ -69,6 +69,7 @@ class Controller(NodeLifecycle, Observation, Launching):
         max_launches_per_pass: int = 256,
         load: Callable[[str], LoadSample | None] | None = None,
         in_flight: Callable[[str], int] | None = None,
+        figures: Callable[[], Mapping[str, Mapping[str, float]]] | None = None,
         drain_timeout: float = 30.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -78,6 +79,7 @@ class Controller(NodeLifecycle, Observation, Launching):
         self._autoscale_state: dict[str, AutoscaleState] = {}
         # requests in flight to a service replica (the gateway's count): drain, then stop
         self.in_flight = in_flight
+        self.figures = figures  # the gateway's per-service figures, sampled for the console
         self.drain_timeout = drain_timeout
         self._draining: dict[str, float] = {}  # replica id -> when it left the rotation
         self.max_launches_per_pass = max_launches_per_pass
@@ -220,3 +222,4 @@ class Controller(NodeLifecycle, Observation, Launching):
             self._last_sample = now
             with self.db.session() as session:
                 record_usage(session, apply_decisions(snapshot, result), now)
+                record_service_load(session, now, self.figures() if self.figures else {})

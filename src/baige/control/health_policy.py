@@ -94,6 +94,7 @@ class NodeHealth:
     last_bad: float | None = None  # last report with a cordon or drain condition
     bad_times: tuple[float, ...] = ()  # when it went bad, within the flap window
     repair: bool = False  # flapped: stays out until an operator uncordons it
+    operator: bool = False  # an operator had cordoned it before it went bad: theirs to lift
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +137,7 @@ def assess(
         cordon = drain = False
         if not health.cordoned:
             times = (*(t for t in health.bad_times if now - t <= policy.flap_window), now)
-            state = replace(state, cordoned=True, bad_times=times)
+            state = replace(state, cordoned=True, bad_times=times, operator=operator_cordoned)
             cordon = not operator_cordoned
             verb = "drained" if strongest is Action.DRAIN else "cordoned"
             events.append(("HealthCordoned", f"{verb}: {_describe(bad)}"))
@@ -159,6 +160,10 @@ def assess(
         since = health.last_bad if health.last_bad is not None else now
         if now - since >= policy.heal_after:
             events.append(("Healed", f"checks passed for {now - since:.0f} s; uncordoned"))
-            healed = replace(state, cordoned=False, drained=False)
-            return Assessment(healed, False, False, not operator_cordoned, tuple(events))
+            held = operator_cordoned or health.operator
+            healed = replace(state, cordoned=False, drained=False, operator=False)
+            if held:
+                events[-1] = ("Healed", f"checks passed for {now - since:.0f} s; it stays "
+                              "cordoned: an operator cordoned it")  # fmt: skip
+            return Assessment(healed, False, False, not held, tuple(events))
     return Assessment(state, events=tuple(events))

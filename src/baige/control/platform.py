@@ -30,10 +30,14 @@ from baige.backends.slurm import SlurmBackend
 from baige.control.auth import Principal, ensure_admin_token
 from baige.control.controller import Controller
 from baige.control.engine_metrics import EngineScraper
+from baige.control.health_policy import HealthPolicy
 from baige.control.load_board import LoadBoard
+from baige.control.node_health import NodeHealthReports
 from baige.control.service import ControlService
 from baige.control.slurm_sync import SlurmSync
+from baige.hw.catalog import get_chip
 from baige.hw.discovery import Accelerators
+from baige.hw.health import HealthSource, health_source
 from baige.sched import BAIGE, Profile
 from baige.store.db import Database
 from baige.store.tables import QueueRow
@@ -66,6 +70,8 @@ class PlatformOptions:
     tenant_users: Mapping[str, str] | None = None
     # Directories a working_dir must lie under (empty: any existing directory).
     allowed_workdirs: tuple[Path, ...] = ()
+    # What device conditions do to a node (None: the default policy, see health_policy).
+    health_policy: HealthPolicy | None = None
 
 
 def _lock_down(home: Path, db_url: str) -> None:
@@ -192,7 +198,9 @@ class Platform:
             api_url=options.api_url,
             load=self.board.sample,
             in_flight=self.board.replica_in_flight,
+            figures=self.board.figures,
         )
+        self.health = NodeHealthReports(self.db, options.health_policy, wake=self.controller.wake)
         check = getattr(self.backend, "check_launchable", None)
         self.service = ControlService(self.db, wake=self.controller.wake, check_launchable=check)
         if isinstance(self.backend, SlurmBackend):
@@ -228,14 +236,34 @@ class Platform:
             ]
             self.service.register_nodes(SYSTEM, specs, agent="local")
 
+    def health_file(self, node: str) -> Path:
+        """Where the declared fake health source of a fake node reads its conditions
+        (``baige fault inject`` writes there)."""
+        return self.options.home / "health" / f"{node}.json"
+
+    def _health_sources(self) -> dict[str, HealthSource]:
+        accelerators = self.options.accelerators
+        if accelerators is None or self.slurm is not None:
+            return {}
+        sources: dict[str, HealthSource] = {}
+        for name in self.node_names:
+            fake = self.health_file(name) if accelerators.fake else None
+            vendor = get_chip(accelerators.type).vendor if not accelerators.fake else ""
+            sources[name] = health_source(vendor, accelerators.count, fake)
+        return sources
+
     def _agent(self) -> None:
-        """The node agent: heartbeats for this machine's nodes, or Slurm's inventory."""
+        """The node agent: heartbeats for this machine's nodes (or Slurm's inventory), and
+        their cards' health, checked and reported every beat."""
+        sources = self._health_sources()
         while not self._stop.wait(HEARTBEAT_S):
             try:
                 if self.slurm is not None:
                     self.slurm.run_once()
                 elif self.node_names:
                     self.service.heartbeat(SYSTEM, self.node_names)
+                if sources:
+                    self.health.report_many({n: s.check() for n, s in sources.items()})
             except Exception:  # the next beat retries; a silent agent fails its nodes
                 log.exception("heartbeat failed")
 

@@ -43,6 +43,8 @@ __all__ = ["ACTIVE", "ControlService", "record_event"]
 
 ACTIVE = (Phase.PENDING.value, Phase.ADMITTED.value, Phase.RUNNING.value)
 WorkloadSpecT = TrainingJobSpec | InferenceServiceSpec
+# where a workload kind's cards count in the overview's training-vs-inference split
+_KIND_SHARE = {"TrainingJob": "training", "InferenceService": "inference"}
 
 
 def record_event(
@@ -329,6 +331,7 @@ class ControlService:
                              f"node {name} {what.lower()} by {who.name}")  # fmt: skip
             if not cordoned:
                 row.draining = False
+                row.device_health = None  # the operator has looked: the health policy forgets
                 if row.health == "ready":  # "drained by …" no longer says why it is so
                     row.reason = ""
         self.wake()
@@ -642,6 +645,7 @@ class ControlService:
                     for placement in placements:
                         cards = _cards(placement)
                         totals[held]["allocated"] += cards
+                        totals[held][_KIND_SHARE.get(kind, "training")] += cards
                         if phase == Phase.RUNNING.value:
                             totals[held]["running"] += cards
                         where = state_of.get(str(placement.get("node")), "failed")
@@ -672,6 +676,8 @@ class ControlService:
                     allocated=r.allocated,
                     running=r.running,
                     pending=r.pending,
+                    training=r.training,
+                    inference=r.inference,
                 )
                 for r in samples
             ]
@@ -685,6 +691,8 @@ class ControlService:
                     allocated=round(t["allocated"], 3),
                     running=round(t["running"], 3),
                     pending=0,
+                    training=round(t["training"], 3),
+                    inference=round(t["inference"], 3),
                     live=True,
                 )
                 for accel, t in sorted(totals.items())

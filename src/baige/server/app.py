@@ -48,12 +48,21 @@ from baige import __version__
 from baige.api.common import Name
 from baige.api.nodes import NodeSpec
 from baige.api.queues import QueueSpec
-from baige.api.views import EventView, NodeView, OverviewView, QueueView, TokenView, WorkloadView
+from baige.api.views import (
+    EventView,
+    NodeView,
+    OverviewView,
+    QueueView,
+    ServiceLoadView,
+    TokenView,
+    WorkloadView,
+)
 from baige.api.workloads import InferenceServiceSpec, TrainingJobSpec
 from baige.control.auth import Principal, authenticate, create_token
 from baige.control.errors import ApiError, Forbidden, Invalid, Unavailable
 from baige.control.runtime_reports import RuntimeEventsRequest, accept_runtime_events
 from baige.control.service import ControlService
+from baige.control.service_load import running_replicas, service_figures, service_load
 from baige.server.bodies import read_spec
 from baige.server.gateway import Gateway, LoadBoard
 from baige.server.guards import DataError, RequestLimits, refuse_unstorable
@@ -383,6 +392,23 @@ def create_app(
 
     # -- workloads -----------------------------------------------------------------------
 
+    def with_load(views: list[WorkloadView]) -> list[WorkloadView]:
+        """Services with their replicas running and the gateway's figures now (the console's
+        list shows both): the board lives in this process, the store knows nothing of it."""
+        ids = [view.id for view in views if view.kind == "InferenceService"]
+        if not ids:
+            return views
+        figures = board.figures()
+        with db.session() as session:
+            running = running_replicas(session, ids)
+        return [
+            view.model_copy(update={"load": service_figures(figures.get(view.id)),
+                                    "replicas_running": running.get(view.id, 0)})
+            if view.kind == "InferenceService"
+            else view
+            for view in views
+        ]  # fmt: skip
+
     def workload_routes(
         path: str, kind: str, spec_type: type[TrainingJobSpec | InferenceServiceSpec], tag: str
     ) -> None:
@@ -417,12 +443,12 @@ def create_app(
             limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
             offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
         ) -> list[WorkloadView]:
-            return service.list_workloads(who, kind=kind, queue=queue, phase=phase,
-                                          limit=limit, offset=offset)  # fmt: skip
+            return with_load(service.list_workloads(who, kind=kind, queue=queue, phase=phase,
+                                                    limit=limit, offset=offset))  # fmt: skip
 
         @v1.get(f"/{path}/{{workload_id}}", tags=[tag], name=f"get_{path}")
         def get(workload_id: Segment, who: Who) -> WorkloadView:
-            return service.get(who, workload_id, kind)
+            return with_load([service.get(who, workload_id, kind)])[0]
 
         @v1.post(f"/{path}/{{workload_id}}/cancel", tags=[tag], name=f"cancel_{path}")
         def cancel(workload_id: Segment, who: Who) -> WorkloadView:
@@ -476,6 +502,19 @@ def create_app(
     def scale(workload_id: Segment, body: ScaleRequest, who: Who) -> WorkloadView:
         service.get(who, workload_id, "InferenceService")
         return service.scale(who, workload_id, body.replicas)
+
+    @v1.get("/services/{workload_id}/load", tags=["services"])
+    def load(
+        workload_id: Segment,
+        who: Who,
+        hours: Annotated[float, Query(ge=0, le=168, allow_inf_nan=False)] = 6.0,
+    ) -> ServiceLoadView:
+        """The service's stable endpoint, replicas wanted and running, requests per second,
+        in flight and latency over the last ``hours`` (samples every 30 s, then the
+        gateway's figures now), and the events that changed its size."""
+        figures = board.figures().get(workload_id)
+        return service_load(db, who, workload_id, hours=hours, now=service.clock(),
+                            figures=figures)  # fmt: skip
 
     @v1.delete("/services/{workload_id}", tags=["services"])
     def delete_service(workload_id: Segment, who: Who) -> WorkloadView:

@@ -20,9 +20,10 @@ from sqlalchemy import select
 from baige.api.queues import QueueSpec
 from baige.control.auth import Principal
 from baige.control.load_board import LoadBoard
+from baige.control.node_health import health_from_json
 from baige.control.runtime_figures import runtime_view
 from baige.control.service import ACTIVE, ControlService
-from baige.store.tables import QueueRow, WorkloadRow
+from baige.store.tables import NodeRow, QueueRow, WorkloadRow
 
 __all__ = ["ClusterCollector", "GatewayCollector", "make_registry"]
 
@@ -65,6 +66,7 @@ class ClusterCollector(Collector):
         )
         yield from self._queues()
         yield from self._runtime()
+        yield from self._device_health()
         history = self.pass_seconds()
         recent = sorted(history)
         passes = GaugeMetricFamily(
@@ -149,6 +151,35 @@ class ClusterCollector(Collector):
                 faults.add_metric([job, queue, kind], count)
         yield from families.values()
         yield faults
+
+    def _device_health(self) -> Iterator[Metric]:
+        """Device conditions the node agents report now, counted by kind and severity, and
+        the nodes the health policy holds out (cordoned, and marked for repair)."""
+        conditions = GaugeMetricFamily(
+            "baige_device_conditions", "Device conditions reported now, by kind and severity",
+            labels=["kind", "severity"],
+        )  # fmt: skip
+        held = GaugeMetricFamily(
+            "baige_nodes_held_by_health", "Nodes the health policy holds out",
+            labels=["state"],
+        )  # fmt: skip
+        counts: dict[tuple[str, str], int] = defaultdict(int)
+        cordoned = repair = 0
+        with self.service.db.session() as session:
+            for (data,) in session.execute(
+                select(NodeRow.device_health).where(NodeRow.device_health.is_not(None))
+            ):
+                health = health_from_json(data)
+                for condition in health.conditions:
+                    counts[(condition.kind.value, condition.severity.value)] += 1
+                cordoned += health.cordoned
+                repair += health.repair
+        for (kind, severity), count in sorted(counts.items()):
+            conditions.add_metric([kind, severity], count)
+        held.add_metric(["cordoned"], cordoned)
+        held.add_metric(["repair"], repair)
+        yield conditions
+        yield held
 
 
 _RUNTIME_GAUGES = (  # RuntimeView field, metric name, help

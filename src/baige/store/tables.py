@@ -23,6 +23,7 @@ __all__ = [
     "QueueRow",
     "ReplicaRow",
     "SampleRow",
+    "ServiceSampleRow",
     "TokenRow",
     "WorkloadRow",
 ]
@@ -74,6 +75,9 @@ class NodeRow(Base):
     last_heartbeat: Mapped[float] = mapped_column(Float)
     registered_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float, default=0.0)  # when the spec last changed
+    # the device-health policy's memory of this node (control.node_health): its cards'
+    # conditions, whether the policy cordoned it, when it went bad, marked for repair
+    device_health: Mapped[dict[str, object] | None] = mapped_column(JSON, nullable=True)
 
 
 class WorkloadRow(Base):
@@ -170,3 +174,27 @@ class SampleRow(Base):
     allocated: Mapped[float] = mapped_column(Float)  # cards held by admitted workloads
     running: Mapped[float] = mapped_column(Float)  # cards held by replicas observed running
     pending: Mapped[int] = mapped_column(Integer)  # workloads waiting that accept this type
+    # ``allocated`` split by kind: how cards shifted between training and inference
+    training: Mapped[float] = mapped_column(Float, default=0.0)
+    inference: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class ServiceSampleRow(Base):
+    """One inference service over time: replicas wanted and running, and its load as the
+    gateway saw it, for the console's service page (``control.usage.record_service_load``)."""
+
+    __tablename__ = "service_samples"
+    __table_args__ = (
+        Index("ix_service_sample_workload_ts", "workload_id", "ts"),
+        Index("ix_service_sample_ts", "ts"),  # dropping samples older than a week
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ts: Mapped[float] = mapped_column(Float)
+    workload_id: Mapped[str] = mapped_column(String(32))
+    wanted: Mapped[int] = mapped_column(Integer)  # WorkloadRow.replicas (autoscaler or user)
+    running: Mapped[int] = mapped_column(Integer)  # replicas wanted and observed running
+    qps: Mapped[float] = mapped_column(Float)  # requests per second through the gateway
+    in_flight: Mapped[float] = mapped_column(Float)
+    # latency quantiles (s) over the gateway's window; None when nothing finished in it
+    p50: Mapped[float | None] = mapped_column(Float, nullable=True)
+    p99: Mapped[float | None] = mapped_column(Float, nullable=True)

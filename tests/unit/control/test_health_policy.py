@@ -76,8 +76,9 @@ def test_a_flapping_node_stays_out_for_repair() -> None:
 def test_an_operators_cordon_is_never_lifted() -> None:
     bad = assess(POLICY, NodeHealth(), [DEGRADED], now=0.0, operator_cordoned=True)
     assert not bad.cordon  # already cordoned by the operator
-    healed = assess(POLICY, bad.health, [], now=1000.0, operator_cordoned=True)
-    assert not healed.uncordon
+    # the row then looks cordoned by the policy too: the state remembers whose cordon it is
+    healed = assess(POLICY, bad.health, [], now=1000.0, operator_cordoned=False)
+    assert not healed.uncordon and "an operator cordoned it" in healed.events[0][1]
 
 
 def test_a_policy_file_names_the_bad_field(tmp_path: Path) -> None:

@@ -82,34 +82,43 @@ function hhmm(ts, seconds) {
   return `${two(d.getHours())}:${two(d.getMinutes())}${seconds ? ":" + two(d.getSeconds()) : ""}`;
 }
 
-// Cards over time (all types summed); the last point is the live state the cards show.
-function chart(history, since, now) {
+// A step chart over time, shared by the overview and a service's page: `rows` are
+// {ts, live, <key>: value} oldest first (the last one live), `series` the lines drawn
+// ({key, label, color, width, dash, fill}); a null value is a gap. A sample holds until the
+// next one, so lines are steps, not slopes that invent gradual change. `marks` are
+// [{ts, label}] drawn as thin vertical lines (events on the time axis).
+function timeChart({ rows, series, since, now, id, windowId, what, summary, marks = [], yfmt = (v) => `${v}`, empty }) {
   now = now || Date.now() / 1000;
-  const byTs = new Map();
-  for (const s of history) {
-    const row = byTs.get(s.ts) || { ts: s.ts, capacity: 0, allocated: 0, running: 0, live: s.live };
-    row.capacity += s.capacity; row.allocated += s.allocated; row.running += s.running;
-    byTs.set(s.ts, row);
-  }
-  const rows = [...byTs.values()].sort((a, b) => a.ts - b.ts);
   const stored = rows.filter((r) => !r.live);
-  if (!rows.length) return `<p class="muted">No samples yet: the controller records usage every 30 s.</p>`;
+  if (!rows.length) return `<p class="muted">${esc(empty || "No samples yet: the controller records one every 30 s.")}</p>`;
   const first = stored.length ? stored[0].ts : now;
   const full = since != null && first - since < 120;  // samples reach back to the window's start
   const window = full ? `last ${span(now - since)}` : stored.length
     ? `since the first sample, ${span(now - first)} ago` : "now (the first sample comes within 30 s)";
   const t0 = full ? since : Math.min(first, now - 20), t1 = Math.max(now, t0 + 20);
   const w = 1000, h = 240, left = 46, right = 16, top = 14, bottom = 30;
-  const ymax = Math.max(1, ...rows.map((r) => Math.max(r.capacity, r.allocated)));
+  const values = rows.flatMap((r) => series.map((s) => r[s.key])).filter((v) => v != null);
+  const ymax = Math.max(1, ...values);
   const x = (t) => left + (w - left - right) * (t - t0) / (t1 - t0);
   const y = (v) => top + (h - top - bottom) * (1 - v / (ymax * 1.05));
-  // a sample holds until the next one: steps, not slopes that invent gradual change
-  const path = (key) => rows.map((r, i) => {
-    const here = `${x(r.ts).toFixed(1)},${y(r[key]).toFixed(1)}`;
-    return i ? `${x(r.ts).toFixed(1)},${y(rows[i - 1][key]).toFixed(1)} ${here}` : here;
-  }).join(" ");
-  const line = (key, color, width = 2, dash = "") => `<polyline fill="none" stroke="${color}" stroke-width="${width}"${dash ? ` stroke-dasharray="${dash}"` : ""} points="${path(key)}"/>`;
-  const dots = (key, color) => rows.map((r) => `<circle cx="${x(r.ts).toFixed(1)}" cy="${y(r[key]).toFixed(1)}" r="3" fill="${color}"/>`).join("");
+  const points = (key) => {
+    let out = "", prev = null;
+    for (const r of rows) {
+      if (r[key] == null) { prev = null; continue; }
+      const here = `${x(r.ts).toFixed(1)},${y(r[key]).toFixed(1)}`;
+      out += prev == null ? ` M${here}` : ` L${x(r.ts).toFixed(1)},${y(prev).toFixed(1)} L${here}`;
+      prev = r[key];
+    }
+    return out.trim();
+  };
+  const lines = series.map((s) => {
+    const d = points(s.key);
+    if (!d) return "";
+    const known = rows.filter((r) => r[s.key] != null);
+    const area = s.fill ? `<path fill="${s.color}" fill-opacity="0.12" stroke="none" d="${d} L${x(known[known.length - 1].ts).toFixed(1)},${y(0).toFixed(1)} L${x(known[0].ts).toFixed(1)},${y(0).toFixed(1)} Z"/>` : "";
+    const dots = rows.length < 40 ? known.map((r) => `<circle cx="${x(r.ts).toFixed(1)}" cy="${y(r[s.key]).toFixed(1)}" r="3" fill="${s.color}"/>`).join("") : "";
+    return `${area}<path data-series="${esc(s.key)}" fill="none" stroke="${s.color}" stroke-width="${s.width || 2}"${s.dash ? ` stroke-dasharray="${s.dash}"` : ""} d="${d}"/>${dots}`;
+  }).join("");
   const steps = [5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400];
   const step = steps.find((st) => (t1 - t0) / st <= 8) || 86400;
   let ticks = "";
@@ -120,17 +129,53 @@ function chart(history, since, now) {
   const ystep = [1, 2, 4, 5, 8, 10, 16, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 5000, 10000].find((st) => ymax / st <= 5) || Math.ceil(ymax / 5);
   for (let v = 0; v <= ymax * 1.05; v += ystep) {
     ticks += `<line x1="${left}" x2="${w - right}" y1="${y(v).toFixed(1)}" y2="${y(v).toFixed(1)}" stroke="#eef0f3"/>
-      <text x="${left - 6}" y="${(y(v) + 4).toFixed(1)}" font-size="11" fill="#667085" text-anchor="end">${v}</text>`;
+      <text x="${left - 6}" y="${(y(v) + 4).toFixed(1)}" font-size="11" fill="#667085" text-anchor="end">${esc(yfmt(v))}</text>`;
   }
+  const flags = marks.filter((m) => m.ts >= t0 && m.ts <= t1).map((m) => `<line class="mark" x1="${x(m.ts).toFixed(1)}" x2="${x(m.ts).toFixed(1)}" y1="${top}" y2="${h - bottom}" stroke="#d98c00" stroke-dasharray="2 3"><title>${esc(hhmm(m.ts, true))} ${esc(m.label)}</title></line>`).join("");
+  const legend = series.map((s) => `<span><i style="background:${s.color}"></i>${esc(s.label)}${s.dash ? " (dashed)" : ""}</span>`).join("");
+  return `<svg class="chart"${id ? ` id="${id}"` : ""} viewBox="0 0 ${w} ${h}" role="img" aria-label="${esc(what)} over ${esc(window)}">
+    ${ticks}<line x1="${left}" x2="${w - right}" y1="${h - bottom}" y2="${h - bottom}" stroke="#98a2b3"/>${flags}${lines}
+    <text x="${w - right}" y="${top + 2}" font-size="11" fill="#667085" text-anchor="end">${esc(summary || "")}</text>
+  </svg><div class="legend">${legend}<span${windowId ? ` id="${windowId}"` : ""}>${esc(what)}, ${esc(window)} (${esc(hhmm(t0))}–${esc(hhmm(now))}; sampled every 30 s, last point live)</span></div>`;
+}
+
+// Overview samples come one per accelerator type: sum the types at each time.
+function byTime(history, keys) {
+  const byTs = new Map();
+  for (const s of history) {
+    const row = byTs.get(s.ts) || Object.assign({ ts: s.ts, live: s.live }, Object.fromEntries(keys.map((k) => [k, 0])));
+    for (const k of keys) row[k] += s[k] || 0;
+    byTs.set(s.ts, row);
+  }
+  return [...byTs.values()].sort((a, b) => a.ts - b.ts);
+}
+const round2 = (v) => +v.toFixed(2);
+
+// Cards over time (all types summed); the last point is the live state the cards show.
+function chart(history, since, now) {
+  const rows = byTime(history, ["capacity", "allocated", "running"]);
   const last = rows[rows.length - 1];
-  return `<svg class="chart" viewBox="0 0 ${w} ${h}" role="img" aria-label="cards over ${esc(window)}">
-    ${ticks}<line x1="${left}" x2="${w - right}" y1="${h - bottom}" y2="${h - bottom}" stroke="#98a2b3"/>
-    <polygon fill="#2f5bea" fill-opacity="0.12" points="${x(rows[0].ts).toFixed(1)},${y(0).toFixed(1)} ${path("allocated")} ${x(rows[rows.length - 1].ts).toFixed(1)},${y(0).toFixed(1)}"/>
-    ${line("capacity", "#98a2b3")}${line("allocated", "#2f5bea", 4)}${line("running", "#12a150", 2, "6 4")}
-    ${rows.length < 40 ? dots("capacity", "#98a2b3") + dots("allocated", "#2f5bea") + dots("running", "#12a150") : ""}
-    <text x="${w - right}" y="${top + 2}" font-size="11" fill="#667085" text-anchor="end">now: ${+last.allocated.toFixed(2)} allocated, ${+last.capacity.toFixed(2)} schedulable</text>
-  </svg><div class="legend"><span><i style="background:#98a2b3"></i>capacity (schedulable cards)</span><span><i style="background:#2f5bea"></i>allocated</span>
-    <span><i style="background:#12a150"></i>running (dashed)</span><span id="chart-window">cards, ${esc(window)} (${esc(hhmm(t0))}–${esc(hhmm(now))}; sampled every 30 s, last point live)</span></div>`;
+  return timeChart({ rows, since, now, id: "chart-cards", windowId: "chart-window", what: "cards",
+    empty: "No samples yet: the controller records usage every 30 s.",
+    summary: last && `now: ${round2(last.allocated)} allocated, ${round2(last.capacity)} schedulable`,
+    series: [
+      { key: "capacity", label: "capacity (schedulable cards)", color: "#98a2b3" },
+      { key: "allocated", label: "allocated", color: "#2f5bea", width: 4, fill: true },
+      { key: "running", label: "running", color: "#12a150", dash: "6 4" },
+    ] });
+}
+
+// How cards shifted between training jobs and inference services (all types summed).
+function kindsChart(history, since, now) {
+  const rows = byTime(history, ["training", "inference"]);
+  const last = rows[rows.length - 1];
+  return timeChart({ rows, since, now, id: "chart-kinds", windowId: "kinds-window", what: "cards by kind",
+    empty: "No samples yet: the controller records usage every 30 s.",
+    summary: last && `now: ${round2(last.training)} training, ${round2(last.inference)} inference`,
+    series: [
+      { key: "training", label: "training jobs", color: "#7a5af8", width: 3, fill: true },
+      { key: "inference", label: "inference services", color: "#e04f16", width: 3, fill: true },
+    ] });
 }
 
 const REASONS = {
@@ -166,6 +211,7 @@ async function renderOverview() {
   const faults = o.faults.map((e) => `<tr><td>${esc(clock(e.ts))}</td><td>${esc(e.object_id)}</td><td>${esc(e.type)}</td><td class="reason">${esc(e.message)}</td></tr>`).join("");
   main.innerHTML = `<h1>Overview</h1><div class="grid">${cards}</div>
     <h2>Cards allocated over time</h2>${chart(o.history, o.history_since, o.now)}
+    <h2>Cards: training vs inference</h2>${kindsChart(o.history, o.history_since, o.now)}
     <div class="grid" style="margin-top:14px">
       <div class="card"><div class="muted">Workloads</div><p>${phases}</p><div class="muted">restarts so far: ${o.restarts}</div></div>
       <div class="card"><div class="muted">Nodes</div><p>${nodes}</p></div>
@@ -231,21 +277,84 @@ async function renderWorkloads(kind, params) {
   if (params.get("queue")) filter.set("queue", params.get("queue"));
   const items = await api(`/v1/${kind}?${filter}`);
   const more = items.length > PAGE;
-  const rows = items.slice(0, PAGE).map((w) => `<tr><td><a href="#/${kind}/${esc(w.id)}">${esc(w.id)}</a></td><td>${esc(w.name)}</td>
-      <td>${esc(w.queue)}</td><td>${phase(w.phase)}</td><td>${size(w)}</td><td>${w.restarts}</td><td>${ago(w.created_at)}</td>
+  const services = kind === "services";
+  const rows = items.slice(0, PAGE).map((w) => `<tr data-id="${esc(w.id)}"><td><a href="#/${kind}/${esc(w.id)}">${esc(w.id)}</a></td><td>${esc(w.name)}</td>
+      <td>${esc(w.queue)}</td><td>${phase(w.phase)}</td><td>${size(w)}</td>${services ? serviceCells(w) : ""}<td>${w.restarts}</td><td>${ago(w.created_at)}</td>
       <td class="reason">${esc(w.reason)}</td></tr>`).join("");
   const title = kind === "jobs" ? "Jobs" : "Services";
   main.innerHTML = `<h1>${title}</h1><div class="toolbar">
       <select id="phase"><option value="">any phase</option>${["pending", "admitted", "running", "succeeded", "failed", "cancelled"].map((p) => `<option ${params.get("phase") === p ? "selected" : ""}>${p}</option>`).join("")}</select>
       <input id="queue" placeholder="queue" value="${esc(params.get("queue") || "")}"> <button id="filter">Filter</button>
       ${pager(`#/${kind}?phase=${encodeURIComponent(params.get("phase") || "")}&queue=${encodeURIComponent(params.get("queue") || "")}`, offset, more, Math.min(PAGE, items.length))}</div>
-    <table><tr><th>id</th><th>name</th><th>queue</th><th>phase</th><th>size</th><th>restarts</th><th>age</th><th>why</th></tr>${rows || `<tr><td colspan="8" class="muted">None.</td></tr>`}</table>`;
+    <table><tr><th>id</th><th>name</th><th>queue</th><th>phase</th><th>size</th>${services ? `<th title="running / wanted">replicas</th><th title="requests per second through the gateway, last 15 s">req/s</th>` : ""}<th>restarts</th><th>age</th><th>why</th></tr>${rows || `<tr><td colspan="${services ? 10 : 8}" class="muted">None.</td></tr>`}</table>`;
   document.getElementById("filter").onclick = () => {
     location.hash = `#/${kind}?phase=${encodeURIComponent(document.getElementById("phase").value)}&queue=${encodeURIComponent(document.getElementById("queue").value)}`;
   };
 }
 
 function pct(x) { return `${(100 * x).toFixed(1)}%`; }
+
+// A service's row in the list: replicas running of wanted, and its gateway's req/s now.
+function serviceCells(w) {
+  const up = w.replicas_running ?? w.running_replicas.filter((r) => r.state === "running").length;
+  const qps = w.load ? +w.load.requests_per_second.toFixed(2) : null;
+  return `<td class="replicas">${up} / ${w.replicas}</td><td class="qps">${qps == null ? `<span class="muted" title="not served through the gateway yet">–</span>` : qps}</td>`;
+}
+
+// What a client runs against the stable endpoint: an engine speaks OpenAI's completions;
+// a command's server has paths of its own. The token stays a variable, never the user's own.
+function curlExample(w, base) {
+  const engine = w.spec.engine;
+  const auth = `-H "Authorization: Bearer $BAIGE_TOKEN"`;
+  if (engine) {
+    const body = JSON.stringify({ model: engine.served_model_name || engine.model, prompt: "hello", max_tokens: 16 });
+    return `curl -s ${auth} -H "Content-Type: application/json" \\\n  -d ${shellWord(body)} ${base}/v1/completions`;
+  }
+  return `curl -s ${auth} ${base}/   # then your server's own path, e.g. /predict`;
+}
+
+function secondsMs(v) { return v == null ? null : +(1000 * v).toFixed(1); }
+
+// A service's page: the stable endpoint, replicas wanted vs running, load and latency over
+// time, and what changed its size. Refreshed in place (refreshDetail) every 15 s.
+async function renderServiceLoad(id, w) {
+  const box = document.getElementById("service-load");
+  if (!box) return;
+  const l = await api(`/v1/services/${encodeURIComponent(id)}/load?hours=6`);
+  state.loadAt = Date.now();
+  const base = `${location.origin}${l.endpoints[l.endpoints.length - 1]}`;
+  const rows = l.history.map((p) => Object.assign({}, p, {
+    p50: secondsMs(p.latency_p50_seconds), p99: secondsMs(p.latency_p99_seconds) }));
+  const marks = l.events.map((e) => ({ ts: e.ts, label: `${e.type}: ${e.message}` }));
+  const c = l.current;
+  const ev = l.events.map((e) => `<tr><td>${esc(clock(e.ts))}</td><td>${esc(e.type)}</td><td class="reason">${esc(e.message)}</td></tr>`).join("");
+  box.innerHTML = `<h2>Endpoint</h2>
+    <div class="field" id="endpoint"><code>${esc(location.origin + l.endpoints[0])}</code> <span class="muted">or</span> <code>${esc(base)}</code>
+      <span class="muted">(stable across rescales and restarts; the same token as the API)</span></div>
+    <div class="toolbar"><pre class="spec curl" id="curl">${esc(curlExample(w, base))}</pre><button id="copy-curl" title="copy to the clipboard">Copy</button></div>
+    <div class="grid" id="load-now">
+      <div class="card"><div class="muted">Replicas</div><div class="big">${l.running} / ${l.replicas}</div><div class="muted">running / wanted</div></div>
+      <div class="card"><div class="muted">Requests</div><div class="big">${c ? +c.requests_per_second.toFixed(2) : "–"} req/s</div><div class="muted">${c ? `${c.in_flight} in flight, ${c.requests_total} served, ${c.errors_total} failed` : "not served through the gateway yet"}</div></div>
+      <div class="card"><div class="muted">Latency (last 15 s)</div><div class="big">${c && c.latency_p50_seconds != null ? `${secondsMs(c.latency_p50_seconds)} ms` : "–"}</div><div class="muted">p50${c && c.latency_p99_seconds != null ? `, p99 ${secondsMs(c.latency_p99_seconds)} ms` : ""}</div></div>
+    </div>
+    <h2>Replicas over time</h2>${timeChart({ rows, since: l.history_since, now: l.now, id: "chart-replicas", what: "replicas", marks,
+      summary: `now: ${l.running} running, ${l.replicas} wanted`, series: [
+        { key: "wanted", label: "wanted", color: "#2f5bea", width: 3, fill: true },
+        { key: "running", label: "running", color: "#12a150", dash: "6 4" }] })}
+    <h2>Load</h2>${timeChart({ rows, since: l.history_since, now: l.now, id: "chart-load", what: "load", marks,
+      summary: c ? `now: ${+c.requests_per_second.toFixed(2)} req/s, ${c.in_flight} in flight` : "", series: [
+        { key: "requests_per_second", label: "requests/s", color: "#2f5bea", width: 3, fill: true },
+        { key: "in_flight", label: "in flight", color: "#d98c00" }] })}
+    <h2>Latency (ms)</h2>${timeChart({ rows, since: l.history_since, now: l.now, id: "chart-latency", what: "latency", yfmt: (v) => `${v} ms`, series: [
+        { key: "p50", label: "p50", color: "#12a150", width: 3 },
+        { key: "p99", label: "p99", color: "#d92d20" }] })}
+    <h2>Scaling events (last 6 hours)</h2>${ev ? `<table id="scaling"><tr><th>time</th><th>event</th><th>message</th></tr>${ev}</table>` : `<p class="muted" id="scaling">No scaling in the last 6 hours.</p>`}`;
+  document.getElementById("copy-curl").onclick = async (e) => {
+    const text = document.getElementById("curl").textContent;
+    try { await navigator.clipboard.writeText(text); e.target.textContent = "Copied"; }
+    catch (err) { getSelection().selectAllChildren(document.getElementById("curl")); e.target.textContent = "Selected: press Ctrl+C"; }
+  };
+}
 
 // What `baige run` inside the job reported: pace, faults, restarts, what they cost.
 function runtimeCard(rt) {
@@ -314,6 +423,7 @@ async function renderWorkload(kind, id) {
     ${w.spec.command ? `<div class="field"><span class="muted">command</span> <code id="command">${esc((w.spec.command || []).map(shellWord).join(" "))}</code></div>` : ""}
     <details id="spec"><summary>Spec (as submitted)</summary><pre class="spec">${esc(yamlish(w.spec).replace(/^\n/, ""))}</pre></details>
     ${runtimeCard(w.runtime)}
+    ${kind === "services" ? `<div id="service-load"></div>` : ""}
     <div class="toolbar">${active ? `<button class="danger" id="cancel">Cancel</button>` : ""}
       ${kind === "services" && active ? `<input id="replicas" type="number" min="0" value="${w.replicas}" style="width:80px"><button id="scale">Scale</button>` : ""}
       <span class="error" id="action-error"></span></div>
@@ -328,6 +438,7 @@ async function renderWorkload(kind, id) {
   if (cancel) cancel.onclick = () => act(`/v1/${kind}/${encodeURIComponent(id)}/cancel`);
   const scale = document.getElementById("scale");
   if (scale) scale.onclick = () => act(`/v1/services/${encodeURIComponent(id)}/scale`, { replicas: +document.getElementById("replicas").value });
+  if (kind === "services") await renderServiceLoad(id, w);
   tailLogs(kind, id, active);
 }
 
@@ -422,6 +533,7 @@ async function refreshDetail() {
     const w = await api(`/v1/${parts[0]}/${encodeURIComponent(parts[1])}`);
     const shown = document.querySelector("main .phase");
     if (shown && shown.textContent !== w.phase) return route();
+    if (parts[0] === "services" && Date.now() - (state.loadAt || 0) >= 15000) await renderServiceLoad(parts[1], w);
     state.timer = setTimeout(refreshDetail, 3000);
   } catch (err) { /* the next navigation shows the error */ }
 }
