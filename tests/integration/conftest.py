@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 
 from baige.client import BaigeClient
 from baige.control.platform import Platform, PlatformOptions
-from baige.hw.discovery import parse_fake
+from baige.hw.discovery import parse_fake_groups
 from baige.server.app import create_app
 
 PG_ADMIN_URL = os.environ.get("BAIGE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -139,7 +139,8 @@ def make_platform(tmp_path: Path) -> Iterator[object]:
             health_policy=health_policy,  # type: ignore[arg-type]
             db_url=db_url,
             home=home or tmp_path / f"home-{uuid.uuid4().hex[:6]}",
-            accelerators=parse_fake(accel),
+            accelerators=parse_fake_groups(accel)[0],
+            accelerator_groups=groups if len(groups := parse_fake_groups(accel)) > 1 else (),
             nodes=nodes,
             heartbeat_timeout=heartbeat_timeout,
             interval=0.2,

@@ -114,8 +114,11 @@ class LocalBackend:
         users: TenantUsers | None = None,
         allowed_workdirs: list[Path] | None = None,
         launch_grace_s: float = LAUNCH_GRACE_S,
+        fake_speeds: dict[str, float] | None = None,
     ) -> None:
         self.launch_grace_s = launch_grace_s
+        # fake cards by type -> their declared speed, given to replicas as BAIGE_FAKE_SPEED
+        self.fake_speeds = dict(fake_speeds or {})
         self.runs = runs
         self.runs.mkdir(parents=True, exist_ok=True)
         self.users = users  # None: replicas run as this process's user
@@ -181,6 +184,8 @@ class LocalBackend:
                     rundir, replica.id, f"cannot run as the tenant's user: {err}"
                 )
         env = clean_env(identity, {**replica.env, "BAIGE_REPLICA_ID": replica.id})
+        if replica.accel_type in self.fake_speeds:
+            env["BAIGE_FAKE_SPEED"] = f"{self.fake_speeds[replica.accel_type]:g}"
         port = None
         if replica.want_port:
             port = _free_port()

@@ -483,9 +483,15 @@ def up(
         typer.Option(help="sqlite:///PATH (default ~/.baige/baige.db) or postgresql+psycopg://…"),
     ] = None,
     fake_accelerators: Annotated[
-        str | None, typer.Option(help="Declare fake accelerators per node, e.g. h100:8.")
+        str | None,
+        typer.Option(
+            help="Declare fake accelerators per node, e.g. h100:8; several types make a mixed "
+            "cluster, e.g. h100:8,ascend-910b:8 (--fake-nodes of each)."
+        ),
     ] = None,
-    fake_nodes: Annotated[int, typer.Option(min=1, max=1000, help="How many fake nodes.")] = 1,
+    fake_nodes: Annotated[
+        int, typer.Option(min=1, max=1000, help="How many fake nodes (of each type).")
+    ] = 1,
     profile: Annotated[str, typer.Option(help="Scheduling profile (baige or fifo).")] = "baige",
     backend: Annotated[
         str,
@@ -529,7 +535,7 @@ def up(
         PlatformOptions,
         already_running,
     )
-    from baige.hw.discovery import discover, parse_fake  # noqa: PLC0415
+    from baige.hw.discovery import discover, parse_fake, parse_fake_groups  # noqa: PLC0415
     from baige.sched import ProfileError, get_profile  # noqa: PLC0415
     from baige.server.app import create_app  # noqa: PLC0415
     from baige.store.db import DatabaseError, default_db_url, home_dir  # noqa: PLC0415
@@ -542,7 +548,8 @@ def up(
         raise _fail(ValueError(f"--backend {backend!r}: choose local, slurm or fake"))
     try:
         chosen = get_profile(profile)
-        accelerators = parse_fake(fake_accelerators) if fake_accelerators else discover()
+        groups = parse_fake_groups(fake_accelerators) if fake_accelerators else ()
+        accelerators = groups[0] if groups else discover()
     except (ValueError, ProfileError) as err:
         raise _fail(err) from None
     if accelerators is None and backend == "slurm":
@@ -569,6 +576,7 @@ def up(
         raise _fail(err) from None
     options = PlatformOptions(
         health_policy=policy,
+        accelerator_groups=groups if len(groups) > 1 else (),
         tenant_users=users if os.geteuid() == 0 and backend != "fake" else None,
         allowed_workdirs=tuple(p.expanduser().resolve() for p in allow_workdir or []),
         db_url=db or default_db_url(data),
@@ -601,8 +609,9 @@ def up(
             nodes = (
                 f"{len(platform.service.list_nodes(SYSTEM))} from Slurm"
                 if backend == "slurm"
-                else f"{', '.join(platform.node_names)} "
-                f"({accelerators.count}× {accelerators.type}{fake} each)"
+                else f"{', '.join(platform.node_names)} ("
+                + "; ".join(f"{g.count}× {g.type}{fake}" for g in options.groups)
+                + " each)"
             )
             say(f"database: {platform.db.safe_url}; nodes: {nodes}")
             token_file = data / "admin-token"

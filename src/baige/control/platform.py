@@ -36,7 +36,7 @@ from baige.control.node_health import NodeHealthReports
 from baige.control.service import ControlService
 from baige.control.slurm_sync import SlurmSync
 from baige.hw.catalog import get_chip
-from baige.hw.discovery import Accelerators
+from baige.hw.discovery import Accelerators, fake_speed
 from baige.hw.health import HealthSource, health_source
 from baige.sched import BAIGE, Profile
 from baige.store.db import Database
@@ -72,6 +72,15 @@ class PlatformOptions:
     allowed_workdirs: tuple[Path, ...] = ()
     # What device conditions do to a node (None: the default policy, see health_policy).
     health_policy: HealthPolicy | None = None
+    # Fake nodes of several types (a mixed cluster): ``nodes`` of each; overrides
+    # ``accelerators`` when given (``--fake-accelerators h100:8,ascend-910b:8``).
+    accelerator_groups: tuple[Accelerators, ...] = ()
+
+    @property
+    def groups(self) -> tuple[Accelerators, ...]:
+        if self.accelerator_groups:
+            return self.accelerator_groups
+        return () if self.accelerators is None else (self.accelerators,)
 
 
 def _lock_down(home: Path, db_url: str) -> None:
@@ -93,6 +102,15 @@ def local_node_names(count: int) -> list[str]:
     host = "".join(c if c.isalnum() or c in "-." else "-" for c in socket.gethostname().lower())
     host = host.strip("-.")[:40] or "localhost"
     return [host] if count == 1 else [f"{host}-{i}" for i in range(count)]
+
+
+def local_nodes(groups: tuple[Accelerators, ...], count: int) -> list[tuple[str, Accelerators]]:
+    """This machine's nodes: ``count`` per group; with several groups (a mixed fake
+    cluster) each name says its type (``host-h100-0``, ``host-ascend-910b-0``)."""
+    if len(groups) == 1:
+        return [(name, groups[0]) for name in local_node_names(count)]
+    host = local_node_names(1)[0]
+    return [(f"{host}-{g.type}-{i}", g) for g in groups for i in range(count)]
 
 
 @contextlib.contextmanager
@@ -174,8 +192,12 @@ class Platform:
         elif options.backend == "fake":
             self.backend = FakeBackend()
         else:
+            speeds = {g.type: fake_speed(g.type) for g in options.groups if g.fake}
             self.backend = LocalBackend(
-                options.home / "runs", users=users, allowed_workdirs=list(options.allowed_workdirs)
+                options.home / "runs",
+                users=users,
+                allowed_workdirs=list(options.allowed_workdirs),
+                fake_speeds=speeds if len(speeds) > 1 else None,
             )
             if users is None:
                 log.warning(
@@ -205,8 +227,9 @@ class Platform:
         self.service = ControlService(self.db, wake=self.controller.wake, check_launchable=check)
         if isinstance(self.backend, SlurmBackend):
             self.slurm = SlurmSync(self.service, self.backend, SYSTEM)
-        local = options.accelerators is not None and options.backend != "slurm"
-        self.node_names = local_node_names(options.nodes) if local else []
+        local = bool(options.groups) and options.backend != "slurm"
+        self.local_nodes = local_nodes(options.groups, options.nodes) if local else []
+        self.node_names = [name for name, _ in self.local_nodes]
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self.admin_token: str | None = None
@@ -221,18 +244,17 @@ class Platform:
         if not has_queue:
             note = "made on first start; the admin token submits here"
             self.service.apply_queue(SYSTEM, QueueSpec(name="default", description=note))
-        accelerators = self.options.accelerators
         if self.slurm is not None:
             self.slurm.run_once()  # Slurm's nodes are the cluster
-        elif accelerators is not None:
+        elif self.local_nodes:
             specs = [
                 NodeSpec(
                     name=name,
-                    accelerators=AcceleratorGroup(type=accelerators.type, count=accelerators.count),
+                    accelerators=AcceleratorGroup(type=group.type, count=group.count),
                     topology=("local", f"rack-{index // 4}"),
-                    labels={"baige.io/fake": str(accelerators.fake).lower()},
+                    labels={"baige.io/fake": str(group.fake).lower()},
                 )
-                for index, name in enumerate(self.node_names)
+                for index, (name, group) in enumerate(self.local_nodes)
             ]
             self.service.register_nodes(SYSTEM, specs, agent="local")
 
@@ -242,14 +264,13 @@ class Platform:
         return self.options.home / "health" / f"{node}.json"
 
     def _health_sources(self) -> dict[str, HealthSource]:
-        accelerators = self.options.accelerators
-        if accelerators is None or self.slurm is not None:
+        if self.slurm is not None:
             return {}
         sources: dict[str, HealthSource] = {}
-        for name in self.node_names:
-            fake = self.health_file(name) if accelerators.fake else None
-            vendor = get_chip(accelerators.type).vendor if not accelerators.fake else ""
-            sources[name] = health_source(vendor, accelerators.count, fake)
+        for name, group in self.local_nodes:
+            fake = self.health_file(name) if group.fake else None
+            vendor = get_chip(group.type).vendor if not group.fake else ""
+            sources[name] = health_source(vendor, group.count, fake)
         return sources
 
     def _agent(self) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from baige.hw.catalog import UnknownAcceleratorError, get_chip
 
-__all__ = ["Accelerators", "discover", "parse_fake"]
+__all__ = ["Accelerators", "discover", "fake_speed", "parse_fake", "parse_fake_groups"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +40,33 @@ def parse_fake(text: str) -> Accelerators:
     if not 1 <= number <= 64:
         raise ValueError(f"{text!r}: a node holds 1 to 64 accelerators")
     return Accelerators(chip.key, number, fake=True)
+
+
+def parse_fake_groups(text: str) -> tuple[Accelerators, ...]:
+    """``"h100:8,ascend-910b:8"`` → one group of fake nodes per type (a mixed cluster)."""
+    groups = tuple(parse_fake(part.strip()) for part in text.split(",") if part.strip())
+    if not groups:
+        raise ValueError(f"{text!r}: name at least one TYPE:COUNT")
+    types = [g.type for g in groups]
+    repeated = sorted({t for t in types if types.count(t) > 1})
+    if repeated:
+        raise ValueError(f"{text!r}: {', '.join(repeated)} given twice")
+    return groups
+
+
+REFERENCE_CHIP = "h100"
+
+
+def fake_speed(accel_type: str) -> float:
+    """How fast a fake card of ``accel_type`` computes, relative to an H100: the catalog's
+    dense BF16 figures' ratio (1.0 where a figure is unknown). A declared emulation: a
+    training script on fake cards reads it as ``BAIGE_FAKE_SPEED`` and paces its steps
+    (``baige.train``), so a mixed job shows the real imbalance on a CPU-only machine."""
+    chip, reference = get_chip(accel_type), get_chip(REFERENCE_CHIP)
+    ours, theirs = chip.bf16_dense_tflops.value, reference.bf16_dense_tflops.value
+    if not ours or not theirs:
+        return 1.0
+    return round(float(ours) / float(theirs), 3)
 
 
 def discover() -> Accelerators | None:
