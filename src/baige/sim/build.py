@@ -321,7 +321,18 @@ def alibaba_pods(
     if spec.limit is not None:
         pods = pods[: spec.limit]
     types = _Types(loaded, nodes)
+    largest: dict[str, int] = {}
+    for node in nodes:
+        largest[node.accel_type] = max(largest.get(node.accel_type, 0), node.devices)
     for pod in pods:
+        accepted = types.accepted(pod.gpu_spec) if pod.num_gpu else None
+        fits = max((largest.get(t, 0) for t in accepted or ()), default=0)
+        if accepted is not None and pod.num_gpu > fits:
+            raise loaded.error(
+                ("workloads", "alibaba_pods", "path"),
+                f"{path}:{pod.line}: num_gpu: a task of {pod.num_gpu} GPUs is larger than any "
+                f"node it accepts ({fits} GPUs at most): it could never run",
+            )
         if pod.num_gpu and types.accepted(pod.gpu_spec) is None:
             raise loaded.error(
                 ("workloads", "alibaba_pods", "path"),
@@ -340,6 +351,13 @@ def _pods_timeline(
     loaded: LoadedScenario, spec: AlibabaPods, nodes: list[Node]
 ) -> tuple[list[TrainingJob], list[Service]]:
     pods, types = alibaba_pods(loaded, spec, nodes)
+    untimed = next((p for p in pods if not p.timed), None)
+    if untimed is not None:
+        raise loaded.error(
+            ("workloads", "alibaba_pods", "path"),
+            f"line {untimed.line}: a replay over time needs creation_time and deletion_time "
+            "for every task; this pod list can be used for inflation only (mode: inflation)",
+        )
     jobs: list[TrainingJob] = []
     services: list[Service] = []
     scale = spec.time_scale

@@ -41,6 +41,7 @@ from baige.sched.model import MILLI
 
 __all__ = [
     "JOB_COLUMNS",
+    "POD_COLUMNS",
     "AlibabaNode",
     "AlibabaPod",
     "CsvJob",
@@ -76,6 +77,7 @@ class AlibabaPod:
     creation: float
     deletion: float
     scheduled: float | None
+    timed: bool = True  # has creation and deletion times (a replay over time needs them)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +125,7 @@ class _Rows:
 
     def __iter__(self) -> Iterator[tuple[int, dict[str, str]]]:
         try:
-            text = self.path.read_text(encoding="utf-8")
+            text = self.path.read_text(encoding="utf-8-sig")  # a BOM is not a header letter
         except FileNotFoundError:
             raise SpecError([SpecProblem(self.source, None, "", "file not found")]) from None
         except UnicodeDecodeError as err:
@@ -188,11 +190,16 @@ class _Rows:
 
 
 def _int(low: int, high: int | None = None) -> Callable[[str], int]:
+    """A whole number (``2.0`` and ``2e3`` are; ``2.5`` is an error, never truncated)."""
+
     def parse(text: str) -> int:
         try:
-            value = int(float(text)) if "." in text or "e" in text.lower() else int(text)
+            number = float(text) if "." in text or "e" in text.lower() else int(text)
         except ValueError:
             raise ValueError(f"must be an integer, not {text!r}") from None
+        if isinstance(number, float) and (not math.isfinite(number) or number != int(number)):
+            raise ValueError(f"must be a whole number, not {text!r}")
+        value = int(number)
         if value < low or (high is not None and value > high):
             bound = f"{low}..{high}" if high is not None else f"at least {low}"
             raise ValueError(f"must be {bound}, not {value}")
@@ -224,10 +231,37 @@ def _number(text: str) -> float:
 _MISSING = -1
 
 
+_NODE_2026 = ("node_name", "gpu_model", "gpu_capacity_num", "cpu_num")
+
+
+def _node_columns(path: Path) -> tuple[str, ...]:
+    """Which node list this is: the 2023 one (``sn, cpu_milli, memory_mib, gpu, model``) or
+    the 2026 one (``node_name, gpu_model, gpu_capacity_num, cpu_num``: CPU in cores, no
+    memory column)."""
+    try:
+        head = path.read_text(encoding="utf-8-sig").lstrip().splitlines()[:1]
+    except (OSError, UnicodeDecodeError):
+        return ("sn", "cpu_milli", "memory_mib", "gpu", "model")  # _Rows says what is wrong
+    header = {h.strip() for h in head[0].split(",")} if head else set()
+    if set(_NODE_2026) <= header:
+        return _NODE_2026
+    return ("sn", "cpu_milli", "memory_mib", "gpu", "model")
+
+
+def _cores(text: str) -> int:
+    """CPU cores (``cpu_num``) as milli-cores; fractional cores are fine."""
+    cores = _number(text)
+    return round(cores * 1000)
+
+
 def read_alibaba_nodes(path: Path) -> list[AlibabaNode]:
-    """``openb_node_list_all_node.csv``: one row per node (``sn, cpu_milli, memory_mib,
-    gpu, model``)."""
-    rows = _Rows(path, ("sn", "cpu_milli", "memory_mib", "gpu", "model"))
+    """A node list, one row per node: ``openb_node_list_all_node.csv`` (``sn, cpu_milli,
+    memory_mib, gpu, model``) or the 2026 list (``node_name, gpu_model, gpu_capacity_num,
+    cpu_num``; its nodes' memory is not tracked)."""
+    columns = _node_columns(path)
+    if columns == _NODE_2026:
+        return _read_nodes_2026(path)
+    rows = _Rows(path, columns)
     nodes: list[AlibabaNode] = []
     seen: set[str] = set()
     for line, row in rows:
@@ -255,25 +289,42 @@ def read_alibaba_nodes(path: Path) -> list[AlibabaNode]:
     return nodes
 
 
+def _read_nodes_2026(path: Path) -> list[AlibabaNode]:
+    rows = _Rows(path, _NODE_2026)
+    nodes: list[AlibabaNode] = []
+    seen: set[str] = set()
+    for line, row in rows:
+        name = row["node_name"]
+        if not name or name in seen:
+            rows.fail(line, "node_name", f"node {name!r} appears twice" if name else "empty")
+            continue
+        seen.add(name)
+        gpus = rows.get(line, row, "gpu_capacity_num", _int(0, 64), 0)
+        model = _model(row["gpu_model"])
+        if gpus > 0 and not model:
+            rows.fail(line, "gpu_model", "a node with GPUs needs a model")
+        nodes.append(AlibabaNode(name, rows.get(line, row, "cpu_num", _cores, 0), 0, gpus, model))
+    return nodes
+
+
+def _model(text: str) -> str:
+    """A GPU model name; ``nan``/``NaN``/``None`` (how pandas writes a missing value) is none."""
+    return "" if text.strip().lower() in ("nan", "none", "null", "n/a") else text.strip()
+
+
+# the columns a pod list must have; the others are optional (the paper's multi-GPU lists
+# have only these, which is all inflation needs; a replay over time needs the times too)
+POD_COLUMNS = ("name", "cpu_milli", "memory_mib", "num_gpu", "gpu_milli")
+POD_TIMES = ("creation_time", "deletion_time")
+
+
 def read_alibaba_pods(path: Path) -> list[AlibabaPod]:
     """``openb_pod_list_*.csv``: one row per task."""
-    rows = _Rows(
-        path,
-        (
-            "name",
-            "cpu_milli",
-            "memory_mib",
-            "num_gpu",
-            "gpu_milli",
-            "gpu_spec",
-            "qos",
-            "creation_time",
-            "deletion_time",
-            "scheduled_time",
-        ),
-    )
+    rows = _Rows(path, POD_COLUMNS)
     pods: list[AlibabaPod] = []
     for line, row in rows:
+        row.setdefault("qos", "BE")  # a list without QoS: every task is batch work
+        row.setdefault("gpu_spec", "")
         num_gpu = rows.get(line, row, "num_gpu", _int(0, 64), 0)
         gpu_milli = rows.get(line, row, "gpu_milli", _int(0, MILLI), 0)
         if num_gpu == 1 and gpu_milli == 0:
@@ -296,11 +347,12 @@ def read_alibaba_pods(path: Path) -> list[AlibabaPod]:
                 memory_mib=rows.get(line, row, "memory_mib", _int(0), 0),
                 num_gpu=num_gpu,
                 gpu_milli=MILLI if num_gpu > 1 else gpu_milli,
-                gpu_spec=tuple(s.strip() for s in row["gpu_spec"].split("|") if s.strip()),
+                gpu_spec=tuple(m for m in (_model(s) for s in row["gpu_spec"].split("|")) if m),
                 qos=qos,
                 creation=creation,
                 deletion=deletion,
                 scheduled=None if scheduled < 0 else scheduled,
+                timed=all(row.get(c, "") != "" for c in POD_TIMES),
             )
         )
     return pods
