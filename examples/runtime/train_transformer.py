@@ -125,7 +125,10 @@ def main() -> None:
         progress.step(step, loss=value)
         if args.log_every and (step % args.log_every == 0 or step == args.steps - 1):
             print(f"rank={rank} step={step} loss={value:.6f} t={time.time():.3f}", flush=True)
-        if (step + 1) % args.save_every == 0 or step == args.steps - 1:
+        # progress.stop_requested: the job is being preempted or shrunk and declared
+        # `checkpoint:` — save now, so no step is lost, and leave
+        stopping = progress.stop_requested
+        if (step + 1) % args.save_every == 0 or step == args.steps - 1 or stopping:
             state = {
                 "model": model.state_dict(),
                 "optimizer": opt.state_dict(),
@@ -133,6 +136,11 @@ def main() -> None:
                 "step": step,
             }
             ck.save(step, state)
+        if stopping:
+            ck.wait()  # on disk: the job may restart on another node
+            print(f"rank={rank} stopped at step={step}, saved", flush=True)
+            ck.close()
+            return
 
     if rank == 0 and args.out:
         Path(args.out).write_text(

@@ -177,6 +177,11 @@ def load_snapshot(
     return Snapshot(nodes, queues, tuple(workloads), levels), reasons
 
 
+# how long a stopped job that declared ``checkpoint:`` has to save (the local backend sends
+# SIGKILL STOP_GRACE_S = 10 s after SIGTERM)
+STOP_SAVE_GRACE_S = 8.0
+
+
 def launch_record(
     replica: ReplicaRow,
     workload: WorkloadRow,
@@ -210,6 +215,8 @@ def launch_record(
             MASTER_PORT=str(master_port),
         )
         env.update(report_env(workload, api_url))  # where `baige run` reports to
+        if spec.checkpoint is not None:  # save before a preemption's SIGTERM ends it
+            env.update(BAIGE_SAVE_ON_STOP="1", BAIGE_STOP_GRACE_S=f"{STOP_SAVE_GRACE_S:g}")
     return ReplicaLaunch(
         id=replica.id,
         workload_id=workload.id,

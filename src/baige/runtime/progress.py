@@ -17,6 +17,8 @@ import contextlib
 import faulthandler
 import math
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
@@ -81,6 +83,9 @@ class Progress:
         self._injector = injector if injector is not None and not injector.idle else None
         self._stacks_file = stacks_file
         self._cpu = time.process_time()
+        # set on SIGTERM for a job that declared ``checkpoint:`` (see ``_catch_stop``): save
+        # and return from the training loop
+        self.stop_requested = False
         self.total_steps: int | None = None
         self.set_total_steps(total_steps)
         if writer is not None:
@@ -223,4 +228,41 @@ def attach(total_steps: int | None = None) -> Progress:
         injector=injector,
         stacks_file=stacks,
     )
+    if os.environ.get(ENV_SAVE_ON_STOP) == "1":
+        _catch_stop(_current, _env_float(ENV_STOP_GRACE, DEFAULT_STOP_GRACE_S))
     return _current
+
+
+# The control plane sets these for a job that declares ``checkpoint:``: on SIGTERM (it is
+# being preempted, shrunk or drained) the script gets ``stop_grace`` seconds to save first.
+ENV_SAVE_ON_STOP = "BAIGE_SAVE_ON_STOP"
+ENV_STOP_GRACE = "BAIGE_STOP_GRACE_S"
+DEFAULT_STOP_GRACE_S = 8.0
+
+
+def _env_float(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, ""))
+    except ValueError:
+        return default
+
+
+def _catch_stop(progress: Progress, grace: float) -> None:
+    """Turn SIGTERM into ``progress.stop_requested`` so the training loop can save a last
+    checkpoint and leave (the work since the last interval is then not lost to a
+    preemption); a script that does not look within ``grace`` seconds is ended as SIGTERM
+    would have ended it. A handler the script installed itself is left alone."""
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def on_term(signum: int, _frame: object) -> None:
+        if progress.stop_requested:  # the agent passes on the backend's SIGTERM: one grace
+            return
+        progress.stop_requested = True
+        timer = threading.Timer(grace, os._exit, args=(128 + signum,))
+        timer.daemon = True
+        timer.start()
+
+    signal.signal(signal.SIGTERM, on_term)
