@@ -34,6 +34,7 @@ from baige.ckpt.errors import (
 from baige.ckpt.hostcopy import SlotView
 from baige.ckpt.image import plan_image, write_image
 from baige.ckpt.loader import Loader, Restored, Skipped
+from baige.ckpt.peer_client import BuddySource, PeerConfig
 from baige.ckpt.persister import is_running, log_path, spawn
 from baige.ckpt.shm import (
     DEFAULT_SHM_ROOT,
@@ -88,7 +89,8 @@ class Checkpointer:
     ``process_group``) to agree on a step. ``keep`` complete steps are kept on disk.
     ``linger_s`` is how long shared memory outlives a trainer that never comes back.
     ``writer`` is how the persister writes (``FullDiskWriter``/``ThrottledWriter`` inject
-    faults in tests).
+    faults in tests). ``peer`` also pushes every persisted step to a buddy node's memory
+    and lets ``load`` restore from it (``peer_client.PeerConfig``).
     """
 
     def __init__(
@@ -102,6 +104,7 @@ class Checkpointer:
         linger_s: float = 600.0,
         writer: DiskWriter | None = None,
         process_group: Any = None,
+        peer: PeerConfig | None = None,
     ) -> None:
         initialized = dist.is_available() and dist.is_initialized()
         if rank is None:
@@ -128,6 +131,7 @@ class Checkpointer:
         self.linger_s = linger_s
         self.writer = writer or DiskWriter()
         self.process_group = process_group
+        self.peer = peer
         shm_root = Path(shm_dir) if shm_dir is not None else DEFAULT_SHM_ROOT
         if not shm_root.is_dir():
             raise CheckpointError(f"shm_dir {shm_root} is not a directory (a tmpfs like /dev/shm)")
@@ -163,7 +167,7 @@ class Checkpointer:
             return
         if self._proc is not None:
             self._proc.poll()  # reap the one that died
-        self._proc = spawn(self.files, self.root, self.keep, self.linger_s, self.writer)
+        self._proc = spawn(self.files, self.root, self.keep, self.linger_s, self.writer, self.peer)
 
     def close(self) -> None:
         """Wait until every save is persisted, stop the persister and free shared memory.
@@ -433,8 +437,9 @@ class Checkpointer:
         with locked(self.files.lock):
             ctl = self._control()
         mappings = [slot.map if slot is not None else None for slot in self._slots]
+        buddy = BuddySource(self.peer, self.rank) if self.peer and self.peer.sources else None
         loader = Loader(
-            self.root, self.rank, self.world_size, self.files, self.process_group, mappings
+            self.root, self.rank, self.world_size, self.files, self.process_group, mappings, buddy
         )
         restored = loader.load(ctl, template, step)
         if loader.timeline is not None:

@@ -1,8 +1,9 @@
 """Choosing and reading the step ``Checkpointer.load`` restores.
 
 Every rank lists what it can restore (steps in its shared-memory slots, complete steps on
-disk); the ranks take the newest step they all have; each reads its part, from memory if it
-holds it, else from disk, verifying sizes and CRC-32s as it reads; and they agree again. On
+disk, and with peer checkpoints what a buddy node holds); the ranks take the newest step they
+all have; each reads its part, from memory if it holds it, else from its buddy's memory, else
+from disk, verifying sizes and CRC-32s as it reads; and they agree again. On
 any failure on any rank, all ranks move to the next older step together, and the reason is
 logged and returned. Every rank makes the same collective calls whatever happens locally, so
 a bad file on one rank can never leave the others waiting.
@@ -17,7 +18,7 @@ import mmap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch.distributed as dist
 
@@ -28,6 +29,9 @@ from baige.ckpt.manifest import Manifest, complete_steps, quarantine, step_dir, 
 from baige.ckpt.persist import DTENSORS_KEY
 from baige.ckpt.restore import Shard, read_disk_shard, read_slot
 from baige.ckpt.shm import RankFiles
+
+if TYPE_CHECKING:
+    from baige.ckpt.peer_client import BuddySource
 
 __all__ = ["Loader", "Restored", "Skipped"]
 
@@ -49,7 +53,7 @@ class Restored:
 
     step: int
     state: dict[str, Any]
-    source: Literal["memory", "disk"]
+    source: Literal["memory", "buddy", "disk"]
     skipped: tuple[Skipped, ...] = ()
 
 
@@ -64,6 +68,7 @@ class Loader:
         files: RankFiles,
         process_group: Any,
         mappings: Sequence[mmap.mmap | None] = (),
+        buddy: BuddySource | None = None,
     ) -> None:
         self.root = root
         self.rank = rank
@@ -72,6 +77,8 @@ class Loader:
         self.process_group = process_group
         self.mappings = list(mappings)  # the slots as the calling trainer maps them
         self.timeline: str | None = None  # the timeline saves continue on after a load
+        self.buddy = buddy  # another node's memory (peer_client), asked after this node's
+        self.at_buddy: set[tuple[int, str]] = set()
 
     def load(
         self, ctl: Control, template: Mapping[str, Any] | None, step: int | None
@@ -88,7 +95,8 @@ class Loader:
             if r.state == "ready" and self.files.slot(i).exists()
         }
         disk = {(s, m.timeline): m for s, m in complete_steps(self.root)}
-        local = set(memory) | set(disk)
+        self.at_buddy = self.buddy.available() if self.buddy is not None else set()
+        local = set(memory) | set(disk) | self.at_buddy
         views = self._gather(sorted(local))
         common = set(views[0]).intersection(*views[1:]) if views else set()
         candidates = sorted(
@@ -143,11 +151,11 @@ class Loader:
         ctl: Control,
         targets: dict[str, Any],
         into: Mapping[str, Any] | None,
-    ) -> tuple[Shard | None, Literal["memory", "disk"] | None, str]:
+    ) -> tuple[Shard | None, Literal["memory", "buddy", "disk"] | None, str]:
         """Load this rank's part of one step; returns (shard, source, "") or a reason.
         Every rank returns after the same collectives, whatever happened."""
         shard: Shard | None = None
-        source: Literal["memory", "disk"] | None = None
+        source: Literal["memory", "buddy", "disk"] | None = None
         reason = ""
         if key in memory:
             try:
@@ -157,6 +165,13 @@ class Loader:
                 source = "memory"
             except (CorruptCheckpoint, OSError) as exc:
                 reason = f"[memory] {exc}"
+        if shard is None and self.buddy is not None and key in self.at_buddy:
+            try:
+                rec, buffer, address = self.buddy.fetch(*key)
+                shard = read_slot(Path(f"buddy {address}"), rec, into, buffer)
+                source, reason = "buddy", ""
+            except (CheckpointError, OSError) as exc:
+                reason = f"{reason}; [buddy] {exc}" if reason else f"[buddy] {exc}"
         man = disk.get(key)
         if shard is None and man is not None:
             try:
@@ -187,7 +202,7 @@ class Loader:
         # else every rank goes through DCP on disk.
         local_ok = (
             not usage
-            and source == "memory"
+            and source in ("memory", "buddy")
             and shard is not None
             and all(_same_chunk(shard, k, targets[k]) for k in saved_dt)
         )

@@ -30,6 +30,8 @@ from pathlib import Path
 
 from baige.ckpt.control import Control, ErrorRecord, slot_to_persist
 from baige.ckpt.manifest import MANIFEST, empty_trash, list_step_dirs, shard_file
+from baige.ckpt.peer_client import PeerConfig, PeerPusher, slot_snapshot
+from baige.ckpt.peer_protocol import PeerError, read_secret
 from baige.ckpt.persist import persist_slot, try_commit
 from baige.ckpt.shm import (
     RankFiles,
@@ -66,7 +68,12 @@ def is_running(files: RankFiles) -> bool:
 
 
 def spawn(
-    files: RankFiles, root: Path, keep: int, linger_s: float, writer: DiskWriter
+    files: RankFiles,
+    root: Path,
+    keep: int,
+    linger_s: float,
+    writer: DiskWriter,
+    peer: PeerConfig | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start a persister detached from the trainer's session; its output goes to
     ``log_path``. Returns once it holds its lock, or raises with the log's tail."""
@@ -88,6 +95,7 @@ def spawn(
         str(linger_s),
         "--writer",
         json.dumps(writer.spec()),
+        *(["--peer", peer.to_json()] if peer is not None else []),
     ]
     env = dict(os.environ)
     src = str(Path(__file__).resolve().parents[2])
@@ -117,7 +125,13 @@ class Persister:
     """The persister's loop; ``run`` returns when it is told to stop or gives up waiting."""
 
     def __init__(
-        self, files: RankFiles, root: Path, keep: int, linger_s: float, writer: DiskWriter
+        self,
+        files: RankFiles,
+        root: Path,
+        keep: int,
+        linger_s: float,
+        writer: DiskWriter,
+        peer: PeerConfig | None = None,
     ) -> None:
         self.files = files
         self.root = root
@@ -127,6 +141,8 @@ class Persister:
         self.backoff = 1.0
         self.terminating = False
         self._maps: dict[int, tuple[tuple[int, int], mmap.mmap]] = {}
+        self.peer = peer
+        self.pusher: PeerPusher | None = None
 
     def run(self) -> int:
         # A trainer probing liveness (``is_running``) holds the lock for an instant; only a
@@ -144,6 +160,7 @@ class Persister:
         wake_fd = open_wake(self.files.wake)
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        self.pusher = self._start_pusher()
         try:
             self._recover()
             alone_since: float | None = None
@@ -174,6 +191,8 @@ class Persister:
                         with contextlib.suppress(BlockingIOError):
                             os.read(wake_fd, 4096)
         finally:
+            if self.pusher is not None:
+                self.pusher.close()
             self._unmap()
             os.close(wake_fd)
             os.close(pid_fd)
@@ -288,6 +307,22 @@ class Persister:
                 )
             write_control(self.files.control, now_ctl)
         empty_trash(self.root)  # the step is committed and recorded; now free old ones
+        if self.pusher is not None and self.peer is not None:  # to the buddy, in the background
+            rec = replace(rec, crc_image=result.crc_image, crc_pkl=result.crc_pkl)
+            item = slot_snapshot(self.files, slot, rec, self.peer.job)
+            if item is not None:
+                self.pusher.push(*item)
+
+    def _start_pusher(self) -> PeerPusher | None:
+        if self.peer is None or self.peer.buddy is None:
+            return None
+        try:
+            secret = read_secret(self.peer.secret_file)
+        except PeerError as exc:
+            log.error("not pushing to a buddy: %s", exc)
+            return None
+        client = self.peer.client(self.peer.buddy, secret)
+        return PeerPusher(client, self.peer.queue)
 
     def _mapping(self, slot: int, need: int) -> mmap.mmap:
         """The slot mapped read-only, kept from one persist to the next so its pages are
@@ -322,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", required=True, type=int)
     parser.add_argument("--linger", required=True, type=float)
     parser.add_argument("--writer", default='{"kind": "disk"}')
+    parser.add_argument("--peer", default=None, help="PeerConfig as JSON")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO,
@@ -329,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     writer = writer_from_spec(json.loads(args.writer))
     files = RankFiles(args.runtime, args.rank)
-    return Persister(files, args.dir, args.keep, args.linger, writer).run()
+    peer = PeerConfig.from_json(args.peer) if args.peer else None
+    return Persister(files, args.dir, args.keep, args.linger, writer, peer).run()
 
 
 if __name__ == "__main__":
