@@ -184,8 +184,20 @@ class LocalBackend:
                     rundir, replica.id, f"cannot run as the tenant's user: {err}"
                 )
         env = clean_env(identity, {**replica.env, "BAIGE_REPLICA_ID": replica.id})
-        if replica.accel_type in self.fake_speeds:
+        if replica.accel_type in self.fake_speeds:  # paced by baige.train.pacing
             env["BAIGE_FAKE_SPEED"] = f"{self.fake_speeds[replica.accel_type]:g}"
+            env["BAIGE_FAKE_SPEED_FASTEST"] = f"{max(self.fake_speeds.values()):g}"
+        if replica.hetero_plan:  # the split baige.train.hetero reads (a job spanning types)
+            # an isolated replica cannot enter its run directory (0700, the shim's): its
+            # plan sits beside it, in the runs directory it may traverse but not list
+            plan = (
+                rundir / "hetero-plan.json"
+                if self.users is None
+                else self.runs / f"{replica.id}.hetero-plan.json"
+            )
+            plan.write_text(replica.hetero_plan, encoding="utf-8")
+            plan.chmod(0o644)  # it says only which rank is which chip and its batch share
+            env["BAIGE_HETERO_PLAN"] = str(plan)
         port = None
         if replica.want_port:
             port = _free_port()

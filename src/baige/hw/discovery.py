@@ -61,7 +61,7 @@ def fake_speed(accel_type: str) -> float:
     """How fast a fake card of ``accel_type`` computes, relative to an H100: the catalog's
     dense BF16 figures' ratio (1.0 where a figure is unknown). A declared emulation: a
     training script on fake cards reads it as ``BAIGE_FAKE_SPEED`` and paces its steps
-    (``baige.train``), so a mixed job shows the real imbalance on a CPU-only machine."""
+    (``baige.train.pacing``), so a mixed job shows the real imbalance on a CPU-only machine."""
     chip, reference = get_chip(accel_type), get_chip(REFERENCE_CHIP)
     ours, theirs = chip.bf16_dense_tflops.value, reference.bf16_dense_tflops.value
     if not ours or not theirs:
