@@ -21,7 +21,11 @@ Jobs (each a fresh set of processes; per job, ``--warmup`` steps are run and not
 * ``slow only``  — the slow ranks, likewise;
 * ``mixed, even``  — all ranks, the same global batch split evenly;
 * ``mixed, by speed`` — all ranks, the global batch split in proportion to speed
-  (``split_by_speed``).
+  (``split_by_speed``, the split the control plane hands a mixed job);
+* ``sweep, slow N`` — every other split of the same micro-batches (the slow ranks take N
+  samples each), to check the planner's split against the best one found by trying them all
+  (``--no-sweep`` skips them). The planner's predicted throughput (the declared speeds' ideal)
+  is compared with the measured one.
 
 Throughput is samples per second over the counted steps, measured on rank 0 between a
 barrier before the first counted step and the end of the last. Each round runs the four
@@ -209,12 +213,37 @@ def jobs(args: argparse.Namespace) -> dict[str, HeteroPlan]:
         },
         "even",
     )
-    return {
+    plans = {
         "fast only": alone(fast),
         "slow only": alone(slow),
         "mixed, even": even,
         "mixed, by speed": by_speed,
     }
+    if args.sweep:
+        # every other split of the same micro-batches: the slow ranks take k each
+        total = args.global_batch // args.micro_batch
+        for k in range(1, total // (2 * per_type) + 1):
+            fast_mb = (total - k * per_type) // per_type
+            if fast_mb * per_type + k * per_type != total or k == shares[slow]:
+                continue
+            if fast_mb == k:  # the even split, already there
+                continue
+            plans[f"sweep, slow {k * args.micro_batch}"] = parse_plan(
+                {
+                    "global_batch": args.global_batch,
+                    "ranks": [
+                        {
+                            "rank": i,
+                            "type": chip,
+                            "micro_batches": fast_mb if chip == fast else k,
+                            "micro_batch_size": args.micro_batch,
+                        }
+                        for i, (chip, _) in enumerate(ranks)
+                    ],
+                },
+                f"sweep {k}",
+            )
+    return plans
 
 
 def describe(plan: HeteroPlan) -> str:
@@ -238,6 +267,12 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--hidden", type=int, default=512)
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
+    parser.add_argument(
+        "--no-sweep",
+        dest="sweep",
+        action="store_false",
+        help="skip the other splits (the sweep the planner's split is compared with)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -315,8 +350,33 @@ def main() -> None:
         f"mixed even     ÷ (fast only + slow only): median {statistics.median(even):.1%} "
         f"(per round {', '.join(f'{x:.1%}' for x in even)})"
     )
+    mixed = [n for n in names if n not in ("fast only", "slow only")]
+    best = max(mixed, key=med)
+    planner = "mixed, by speed"
+    vs_best = [r[planner]["samples_per_s"] / r[best]["samples_per_s"] for r in rounds]
+    error = [r[planner]["samples_per_s"] / ideal[planner] - 1 for r in rounds]
+    print(
+        f"best split of {len(mixed)} tried: {best} ({describe(plans[best])}); the planner's "
+        f"split ÷ it: median {statistics.median(vs_best):.1%} "
+        f"(per round {', '.join(f'{x:.1%}' for x in vs_best)})"
+    )
+    print(
+        f"planner's predicted throughput {ideal[planner]:.0f}/s vs measured: error median "
+        f"{statistics.median(error):+.1%} (per round {', '.join(f'{x:+.1%}' for x in error)})"
+    )
     if args.json:
-        print(json.dumps({"rounds": rounds, "by_speed_ratio": by_speed, "even_ratio": even}))
+        print(
+            json.dumps(
+                {
+                    "rounds": rounds,
+                    "by_speed_ratio": by_speed,
+                    "even_ratio": even,
+                    "best_split": best,
+                    "planner_vs_best": vs_best,
+                    "prediction_error": error,
+                }
+            )
+        )
 
 
 if __name__ == "__main__":
