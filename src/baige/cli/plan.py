@@ -46,8 +46,8 @@ def plan(
     software: Annotated[
         str,
         typer.Option(
-            help="Training software: megatron-core, megatron-2022, megatron-2021, meta-llama3, "
-            "torchtitan-fsdp2, or a kind: Software YAML file."
+            help="Training software: megatron-core, megatron-2022, megatron-2021, "
+            "megatron-deepspeed, meta-llama3, torchtitan-fsdp2, or a kind: Software YAML file."
         ),
     ] = "megatron-core",
     tp: Annotated[int | None, typer.Option("--tp", min=1, help="Fix tensor parallelism.")] = None,

@@ -30,6 +30,7 @@ __all__ = [
     "OPTIMIZER_BYTES_PER_PARAM",
     "LayerTime",
     "StageTime",
+    "collective_latency",
     "collective_time",
     "hardware_flops_per_sequence",
     "layer_time",
@@ -55,31 +56,53 @@ _LOGIT_BYTES = 16.0
 FP32 softmax and its gradient."""
 
 
+def collective_latency(
+    n: npt.ArrayLike, inside: npt.ArrayLike, steps: float, sw: Software
+) -> FloatArray:
+    """Latency of one collective among ``n`` cards, after NCCL's own tuning model
+    (src/graph/tuning.cc, Ring/Simple): a base per collective plus a hop per step. Inside a
+    node the ring takes ``steps``·(n − 1) NVLink hops; across nodes a tree or hierarchical
+    algorithm takes about 2·log2(n) network hops. Zero when ``n`` is 1."""
+    n_arr = np.asarray(n, dtype=np.float64)
+    ring = steps * (n_arr - 1.0) * sw.scale_up_latency_s
+    tree = 2.0 * np.log2(np.maximum(n_arr, 1.0)) * sw.collective_latency_s
+    hops = np.where(np.asarray(inside, dtype=bool), ring, tree)
+    return np.where(n_arr > 1, sw.collective_base_latency_s + hops, 0.0)
+
+
 def collective_time(
-    n: npt.ArrayLike, nbytes: npt.ArrayLike, bandwidth: npt.ArrayLike, steps: float, sw: Software
+    n: npt.ArrayLike,
+    nbytes: npt.ArrayLike,
+    bandwidth: npt.ArrayLike,
+    steps: float,
+    sw: Software,
+    inside: npt.ArrayLike = False,
 ) -> FloatArray:
     """Time of a ring-style collective among ``n`` cards.
 
     ``steps`` is the bandwidth multiple: 2 for all-reduce (reduce-scatter + all-gather), 1 for
     all-gather, reduce-scatter or all-to-all; each moves (n − 1)/n of the message per step
-    over each card's link. Latency adds 2·log2(n) hops, as tree and hierarchical algorithms
-    take. Zero when ``n`` is 1.
+    over each card's link. ``inside`` says the cards share a node (NVLink latencies, else the
+    network's; :func:`collective_latency`). Zero when ``n`` is 1.
     """
     n_arr = np.asarray(n, dtype=np.float64)
     frac = (n_arr - 1.0) / np.maximum(n_arr, 1.0)
     bw = np.asarray(bandwidth, dtype=np.float64) * sw.comm_efficiency
     time = steps * frac * np.asarray(nbytes, dtype=np.float64) / bw
-    latency = 2.0 * np.log2(np.maximum(n_arr, 1.0)) * sw.collective_latency_s
+    latency = collective_latency(n_arr, inside, steps, sw)
     return np.where(n_arr > 1, time + latency, 0.0)
+
+
+def _inside(group: ChipGroup, span: npt.ArrayLike) -> npt.NDArray[np.bool_]:
+    """Whether blocks of ``span`` consecutive cards tile whole nodes (stay inside one)."""
+    return np.asarray(group.cards_per_node % np.maximum(np.asarray(span), 1) == 0)
 
 
 def _link(group: ChipGroup, span: npt.ArrayLike) -> FloatArray:
     """Per-card bandwidth of a group of ranks lying within ``span`` consecutive cards: the
     scale-up link if such blocks tile whole nodes (``span`` divides the cards per node), the
     network otherwise."""
-    span_arr = np.asarray(span)
-    inside = group.cards_per_node % np.maximum(span_arr, 1) == 0
-    return np.where(inside, group.intra_bytes_per_s, group.inter_bytes_per_s)
+    return np.where(_inside(group, span), group.intra_bytes_per_s, group.inter_bytes_per_s)
 
 
 def linear_time(
@@ -144,7 +167,9 @@ def layer_time(model: ModelSpec, group: ChipGroup, sw: Software, c: Candidates) 
       recomputed forward; with sequence parallelism backward gathers the layer-norm outputs
       again (half a pass more).
     * Context parallelism (ring attention): each card receives cp − 1 chunks of K and V
-      forward, and sends as much dK, dV back (2×) backward.
+      forward (one hop latency each), and sends as much dK, dV back (2×) backward; after
+      each step it merges the partial attention output into the running one (HBM traffic
+      that no overlap hides).
     * Expert parallelism: dispatch and combine all-to-alls of top_k copies of each token's
       hidden state, forward and backward (and again when recomputing), on MoE layers only.
     """
@@ -183,21 +208,38 @@ def layer_time(model: ModelSpec, group: ChipGroup, sw: Software, c: Candidates) 
     )
 
     intra = group.intra_bytes_per_s
-    tp_pass = collective_time(c.tp, tokens * h * 2.0, intra, 2.0, sw) + np.where(
-        c.tp > 1, 3 * 2.0 * np.log2(tp) * sw.collective_latency_s, 0.0
+    # the bandwidth of one all-reduce's volume; the latency of the pass's real collectives:
+    # 2 all-reduces, or with sequence parallelism 2 all-gathers and 2 reduce-scatters
+    tp_volume = collective_time(c.tp, tokens * h * 2.0, intra, 2.0, sw, inside=True)
+    tp_volume = tp_volume - collective_latency(c.tp, True, 2.0, sw)
+    tp_latency = (
+        4.0 * collective_latency(c.tp, True, 1.0, sw)
+        if sw.sequence_parallel
+        else 2.0 * collective_latency(c.tp, True, 2.0, sw)
     )
+    tp_pass = tp_volume + tp_latency
     # sequence parallelism keeps only each rank's slice of the layer-norm output, so backward
     # all-gathers it again for the weight gradients: half a pass more traffic
     sp_regather = 0.5 if sw.sequence_parallel else 0.0
     tp_time = tp_pass * (2.0 + full + sp_regather) * (1.0 - sw.tp_overlap)
 
     kv_chunk = 2.0 * tokens * model.kv_dim * 2.0 / tp
-    cp_pass = (cp - 1.0) * kv_chunk / (_link(group, c.tp * c.cp) * sw.comm_efficiency)
-    cp_time = np.where(c.cp > 1, cp_pass * (3.0 + full), 0.0) * (1.0 - sw.cp_overlap)
+    cp_span = c.tp * c.cp
+    cp_hop = np.where(_inside(group, cp_span), sw.scale_up_latency_s, sw.collective_latency_s)
+    # each of the cp − 1 ring steps is a send/receive of one chunk, with its hop latency
+    cp_step = kv_chunk / (_link(group, cp_span) * sw.comm_efficiency) + cp_hop
+    cp_pass = (cp - 1.0) * cp_step
+    # and merges its partial attention output into the running one (rescale by the new
+    # log-sum-exp: read both, write one, 2 bytes per element), which no overlap hides
+    cp_merge = (cp - 1.0) * 3.0 * tokens * model.q_dim / tp * 2.0 / mem_rate
+    cp_time = np.where(c.cp > 1, (cp_pass * (1.0 - sw.cp_overlap) + cp_merge) * (3.0 + full), 0.0)
 
     a2a_bytes = tokens / rep_div * model.top_k * h * 2.0
-    ep_link = _link(group, c.tp * c.cp * c.ep)
-    ep_pair = 2.0 * collective_time(c.ep, a2a_bytes, ep_link, 1.0, sw)
+    ep_span = c.tp * c.cp * c.ep
+    ep_link = _link(group, ep_span)
+    ep_pair = 2.0 * collective_time(
+        c.ep, a2a_bytes, ep_link, 1.0, sw, inside=_inside(group, ep_span)
+    )
     ep_time = ep_pair * (2.0 + full) * moe_share * (1.0 - sw.ep_overlap)
 
     return LayerTime(
@@ -230,7 +272,8 @@ def stage_extras(
     * LM head: 2·h·vocab FLOPs per token forward, split ``tp`` ways (vocabulary-parallel),
       three passes (never recomputed), plus 16 bytes per logit for the loss.
     * Pipeline: each micro-batch's activations (tokens·h·2 bytes, split ``tp`` ways by
-      Megatron's scatter/gather) go to the next stage forward and their gradient comes back
+      Megatron's scatter/gather where the software has it) go to the next stage forward and
+      their gradient comes back
       backward: two transfers per micro-batch per stage, ``v`` times with interleaving.
       Adjacent stages share a node only if a whole stage (tp·cp·dp cards) fits in one.
     """
@@ -240,10 +283,13 @@ def stage_extras(
     mem_rate = group.memory_bytes_per_s * sw.memory_efficiency
     logits = tokens * model.vocab / tp
     head = 3.0 * 2.0 * logits * model.hidden / flops_rate + _LOGIT_BYTES * logits / mem_rate
-    message = tokens * model.hidden * 2.0 / tp
-    bw = _link(group, c.tp * c.cp * c.dp) if p2p_bandwidth is None else p2p_bandwidth
+    message = tokens * model.hidden * 2.0 / (tp if sw.pipeline_scatter_gather else 1.0)
+    stage_span = c.tp * c.cp * c.dp
+    bw = _link(group, stage_span) if p2p_bandwidth is None else p2p_bandwidth
+    inside = _inside(group, stage_span) if p2p_bandwidth is None else False
+    hop = np.where(inside, sw.scale_up_latency_s, sw.collective_latency_s)
     transfer = message / (np.asarray(bw, dtype=np.float64) * sw.comm_efficiency)
-    transfer = transfer + sw.collective_latency_s
+    transfer = transfer + hop
     p2p = np.where(c.pp > 1, 2.0 * transfer * c.v, 0.0) * (1.0 - sw.pp_overlap)
     return StageTime(head=head, p2p=p2p)
 
@@ -268,14 +314,16 @@ def dp_time(
     expert_total = np.maximum(c.first, c.last) * experts
     n = c.dp * c.cp
     n_expert = np.maximum(n // c.ep, 1)
-    link = _link(group, c.tp * c.cp * c.dp)
+    dp_span = c.tp * c.cp * c.dp
+    link = _link(group, dp_span)
+    near = _inside(group, dp_span)
     grad = float(sw.grad_reduce_bytes)
     dist = c.dist_opt > 0
 
     def sync(count: npt.NDArray[np.int64], params: FloatArray) -> FloatArray:
-        all_reduce = collective_time(count, params * grad, link, 2.0, sw)
-        sharded = collective_time(count, params * grad, link, 1.0, sw) + collective_time(
-            count, params * 2.0, link, 1.0, sw
+        all_reduce = collective_time(count, params * grad, link, 2.0, sw, near)
+        sharded = collective_time(count, params * grad, link, 1.0, sw, near) + collective_time(
+            count, params * 2.0, link, 1.0, sw, near
         )
         return np.where(dist, sharded, all_reduce)
 
@@ -283,8 +331,8 @@ def dp_time(
         # ZeRO-3: every micro-batch all-gathers the BF16 weights forward and again backward
         # and reduce-scatters the gradients (PyTorch FSDP2 without gradient-sync skipping)
         def gathered(count: npt.NDArray[np.int64], params: FloatArray) -> FloatArray:
-            gathers = 2.0 * collective_time(count, params * 2.0, link, 1.0, sw)
-            return c.m * (gathers + collective_time(count, params * grad, link, 1.0, sw))
+            gathers = 2.0 * collective_time(count, params * 2.0, link, 1.0, sw, near)
+            return c.m * (gathers + collective_time(count, params * grad, link, 1.0, sw, near))
 
         sync_time = gathered(n, dense_total) + gathered(n_expert, expert_total)
         dist = np.ones_like(dist)

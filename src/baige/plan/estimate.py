@@ -98,9 +98,14 @@ def evaluate(
     v = c.v.astype(np.float64)
     pipe = pipeline_time(m, t_max, t_sum, v)
     sync, optimizer = dp_time(model, group, sw, c)
-    # gradient reduction hides behind the last micro-batch's backward; FSDP's per-layer
-    # gathers and reductions run beside the whole pipeline
-    window = pipe if sw.fsdp else t_max
+    # gradient reduction hides behind the last micro-batch's backward. With v interleaved
+    # chunks, Megatron launches each chunk's reduce-scatter as soon as that chunk's last
+    # backward ends (grad_sync_func, during the pipeline drain) and each chunk's weight
+    # all-gather during the next iteration's fill (param_sync_func), so all but the last
+    # chunk's share also hides behind the bubble. FSDP's per-layer gathers and reductions run
+    # beside the whole pipeline.
+    bubble = pipe - m * t_max
+    window = pipe if sw.fsdp else t_max + (1.0 - 1.0 / v) * bubble
     exposed = sync - np.minimum(sw.dp_overlap * sync, window)
 
     last_slowest = single | (t_last >= t_other)

@@ -10,6 +10,9 @@ published measurements check each one:
   Large-Scale Language Model Training on GPU Clusters Using Megatron-LM"): softmax over the
   full s×s scores, no sequence parallelism, no distributed optimizer, nothing overlapped, no
   context parallelism. Checked by SC'21 Table 1.
+* ``megatron-deepspeed`` — Megatron-LM's layers under DeepSpeed's pipeline engine (2021–2022:
+  MT-NLG 530B, BLOOM 176B): as ``megatron-2021``, but each tensor rank sends the whole stage
+  output to the next stage (no scatter/gather). Predicted, not fitted, against those runs.
 * ``megatron-2022`` — Megatron-LM with sequence parallelism and selective recomputation
   (Korthikanti et al., "Reducing Activation Recomputation in Large Transformer Models",
   MLSys 2023), still without FlashAttention or overlap. Checked by that paper's Tables 4–5.
@@ -41,6 +44,7 @@ __all__ = [
     "MEGATRON_2021",
     "MEGATRON_2022",
     "MEGATRON_CORE",
+    "MEGATRON_DEEPSPEED",
     "META_LLAMA3",
     "SOFTWARE",
     "TORCHTITAN_FSDP2",
@@ -59,8 +63,15 @@ class Software:
     hidden behind compute (0 = all exposed). ``memory_efficiency`` and ``comm_efficiency``
     are the fractions of peak memory bandwidth and link bandwidth that bandwidth-bound
     kernels and NCCL-style collectives reach (STREAM and nccl-tests typically show 80–90%).
-    ``collective_latency_s`` is the per-step latency of a collective; tree and hierarchical
-    algorithms take about 2·log2(n) steps. ``source`` says where the behaviour is read from.
+    Latencies follow NCCL's own tuning model (src/graph/tuning.cc, Ring/Simple): every
+    collective costs ``collective_base_latency_s`` (8.4 µs) plus, per step,
+    ``scale_up_latency_s`` over NVLink (3.4 µs; a ring inside a node takes steps·(n − 1) of
+    them) or ``collective_latency_s`` over the network (9.6 µs; about 2·log2(n) steps across
+    nodes); a pipeline send or a context-parallel ring step costs one hop.
+    ``pipeline_scatter_gather`` is Megatron-LM's pipeline send of 1/tp of a stage's output
+    from each tensor rank, gathered again over NVLink on the other side (SC'21 §4.1); without
+    it every tensor rank sends the whole activation over its own NIC, tp times the traffic.
+    ``source`` says where the behaviour is read from.
     """
 
     name: str
@@ -70,6 +81,7 @@ class Software:
     context_parallel: bool = True
     fsdp: bool = False
     grad_reduce_bytes: int = 2
+    pipeline_scatter_gather: bool = True
     dp_overlap: float = 0.0
     tp_overlap: float = 0.0
     cp_overlap: float = 0.0
@@ -77,7 +89,9 @@ class Software:
     pp_overlap: float = 0.0
     memory_efficiency: float = 0.8
     comm_efficiency: float = 0.8
-    collective_latency_s: float = 10e-6
+    collective_latency_s: float = 9.6e-6
+    scale_up_latency_s: float = 3.4e-6
+    collective_base_latency_s: float = 8.4e-6
     usable_memory_fraction: float = 0.92
     memory_reserve_gb: float = 2.0
     source: str = ""
@@ -100,6 +114,20 @@ MEGATRON_2021 = Software(
     distributed_optimizer=False,
     context_parallel=False,
     source="Narayanan et al., SC'21 (arXiv:2104.04473), Megatron-LM as of 2021",
+)
+
+MEGATRON_DEEPSPEED = Software(
+    name="megatron-deepspeed",
+    flash_attention=False,
+    sequence_parallel=False,
+    distributed_optimizer=False,
+    context_parallel=False,
+    pipeline_scatter_gather=False,
+    source=(
+        "Megatron-DeepSpeed (2021-2022, MT-NLG 530B and BLOOM 176B): Megatron-LM's layers "
+        "under DeepSpeed's pipeline engine, which sends each stage's whole output from every "
+        "tensor rank (no scatter/gather), nothing overlapped"
+    ),
 )
 
 MEGATRON_2022 = Software(
@@ -161,7 +189,15 @@ TORCHTITAN_FSDP2 = Software(
 )
 
 SOFTWARE: dict[str, Software] = {
-    s.name: s for s in (MEGATRON_CORE, MEGATRON_2022, MEGATRON_2021, META_LLAMA3, TORCHTITAN_FSDP2)
+    s.name: s
+    for s in (
+        MEGATRON_CORE,
+        MEGATRON_2022,
+        MEGATRON_2021,
+        MEGATRON_DEEPSPEED,
+        META_LLAMA3,
+        TORCHTITAN_FSDP2,
+    )
 }
 
 

@@ -154,6 +154,7 @@ class SoftwareFile(SpecModel):
     context_parallel: bool | None = None
     fsdp: bool | None = None
     grad_reduce_bytes: int | None = Field(default=None, ge=1, le=4)
+    pipeline_scatter_gather: bool | None = None
     dp_overlap: float | None = Field(default=None, ge=0, le=1)
     tp_overlap: float | None = Field(default=None, ge=0, le=1)
     cp_overlap: float | None = Field(default=None, ge=0, le=1)
@@ -162,6 +163,8 @@ class SoftwareFile(SpecModel):
     memory_efficiency: float | None = Field(default=None, gt=0, le=1)
     comm_efficiency: float | None = Field(default=None, gt=0, le=1)
     collective_latency_s: float | None = Field(default=None, ge=0)
+    scale_up_latency_s: float | None = Field(default=None, ge=0)
+    collective_base_latency_s: float | None = Field(default=None, ge=0)
     usable_memory_fraction: float | None = Field(default=None, gt=0, le=1)
     memory_reserve_gb: float | None = Field(default=None, ge=0)
 

@@ -97,7 +97,8 @@ def test_pipeline_bubble_is_the_textbook_one(
 
 @pytest.mark.parametrize(("n", "steps"), [(1, 2.0), (2, 2.0), (8, 2.0), (64, 1.0)])
 def test_collective_time(n: int, steps: float) -> None:
-    sw = dataclasses.replace(MEGATRON_CORE, collective_latency_s=0.0)
+    sw = dataclasses.replace(MEGATRON_CORE, collective_latency_s=0.0, scale_up_latency_s=0.0,
+                             collective_base_latency_s=0.0)  # fmt: skip
     nbytes, bandwidth = 1e9, 100e9
     got = float(collective_time(n, nbytes, bandwidth, steps, sw))
     expected = steps * (n - 1) / n * nbytes / (bandwidth * sw.comm_efficiency)
