@@ -18,6 +18,8 @@ __all__ = [
     "ServiceFigures",
     "ServiceLoadPoint",
     "ServiceLoadView",
+    "SplitPart",
+    "SplitView",
     "TokenView",
     "TrainingRuntime",
     "WorkloadView",
@@ -74,6 +76,24 @@ class ServiceFigures(BaseModel):
     errors_total: int = 0
 
 
+class SplitPart(BaseModel):
+    """The ranks of one accelerator type in a job spanning types, and their batch share."""
+
+    type: str
+    ranks: list[int]
+    micro_batches: list[int] = Field(description="per rank, in rank order")
+    samples: int = Field(description="samples per global batch on this type")
+
+
+class SplitView(BaseModel):
+    """How a job spanning accelerator types splits its global batch (the plan file its
+    replicas read through BAIGE_HETERO_PLAN)."""
+
+    global_batch: int
+    micro_batch_size: int
+    parts: list[SplitPart]
+
+
 class WorkloadView(BaseModel):
     """A job or service as users see it; ``reason`` says why it is in its phase."""
 
@@ -87,6 +107,9 @@ class WorkloadView(BaseModel):
     reason: str = ""
     replicas: int
     accelerator_type: str | None = None
+    split: SplitView | None = Field(
+        default=None, description="a job placed on several accelerator types: its batch split"
+    )
     running_replicas: list[ReplicaView] = Field(default_factory=list)
     restarts: int = 0
     exit_code: int | None = None

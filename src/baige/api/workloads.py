@@ -33,9 +33,11 @@ __all__ = [
     "RESERVED_ENV",
     "AcceleratorRequest",
     "Autoscale",
+    "BatchSplit",
     "CheckpointPolicy",
     "EngineSpec",
     "InferenceServiceSpec",
+    "Mix",
     "Phase",
     "ReplicaPlacement",
     "Resources",
@@ -79,16 +81,33 @@ RESERVED_ENV: dict[str, str] = {
 }  # fmt: skip
 
 
+class Mix(StrEnum):
+    """Whether one training job's replicas may run on different accelerator types at once.
+
+    ``never``: all replicas on one type (the default: a job written for one chip stays on
+    one chip). ``allowed``: one type when the whole gang fits on one, else a sub-gang per
+    type; the controller then hands every replica a plan that splits the global batch by
+    the types' speeds (``BAIGE_HETERO_PLAN``, read by ``baige.train.hetero``).
+    ``required``: always span at least two types (for testing a mixed run on any cluster).
+    """
+
+    NEVER = "never"
+    ALLOWED = "allowed"
+    REQUIRED = "required"
+
+
 class AcceleratorRequest(SpecModel):
     """Accelerators for ONE replica: ``count`` whole cards, or a ``share`` of one card.
 
     ``types`` lists the accepted accelerator types in order of preference; the scheduler
     tries them in that order and never places a replica on a type that is not listed.
+    ``mix`` says whether a training job's replicas may span several of those types.
     """
 
     count: int = Field(default=1, ge=1, le=64)
     share: float | None = Field(default=None, gt=0, le=1)
     types: tuple[AcceleratorType, ...] = Field(min_length=1, max_length=64)
+    mix: Mix = Mix.NEVER
 
     @field_validator("types", mode="before")
     @classmethod
@@ -108,6 +127,16 @@ class AcceleratorRequest(SpecModel):
                 f"share {self.share} is below the smallest share, {MIN_SHARE_MILLI / 1000:g} of "
                 f"a card (at most {1000 // MIN_SHARE_MILLI} replicas share one card)"
             )
+        if self.mix is not Mix.NEVER:
+            if len(self.types) < 2:
+                raise ValueError(
+                    f"mix: {self.mix.value} spreads a job over several accelerator types, but "
+                    f"types lists only {list(self.types)}: list two or more, or use mix: never"
+                )
+            if self.share is not None and self.share < 1:
+                raise ValueError(
+                    f"mix: {self.mix.value} applies to whole cards: remove share or use mix: never"
+                )
         return self
 
     @property
@@ -195,6 +224,24 @@ class _WorkloadBase(SpecModel):
         return value
 
 
+class BatchSplit(SpecModel):
+    """The global batch a job spanning accelerator types shares out: ``size`` samples per
+    optimizer step in micro-batches of ``micro_batch`` samples. Each rank gets whole
+    micro-batches in proportion to its chip's speed (the plan file, ``BAIGE_HETERO_PLAN``).
+    Without it a spanning job is planned with 8 micro-batches of 1 sample per card."""
+
+    size: int = Field(ge=1, le=1 << 30)
+    micro_batch: int = Field(default=1, ge=1, le=1 << 20)
+
+    @model_validator(mode="after")
+    def _whole_micro_batches(self) -> BatchSplit:
+        if self.size % self.micro_batch:
+            raise ValueError(
+                f"size {self.size} is not a multiple of micro_batch {self.micro_batch}"
+            )
+        return self
+
+
 class TrainingJobSpec(_WorkloadBase):
     """A gang of ``replicas`` processes; elastic down to ``min_replicas`` when given."""
 
@@ -207,12 +254,25 @@ class TrainingJobSpec(_WorkloadBase):
     checkpoint: CheckpointPolicy | None = None
     topology: TopologyPolicy = Field(default_factory=TopologyPolicy)
     max_restarts: int = Field(default=3, ge=0, le=1000)
+    batch: BatchSplit | None = None
 
     @model_validator(mode="after")
     def _elastic_range(self) -> TrainingJobSpec:
         if self.min_replicas is not None and self.min_replicas > self.replicas:
             raise ValueError(
                 f"min_replicas ({self.min_replicas}) exceeds replicas ({self.replicas})"
+            )
+        ranks = self.replicas * self.accelerators.count  # one rank per card
+        if self.batch is not None and self.batch.size // self.batch.micro_batch < ranks:
+            raise ValueError(
+                f"batch: {self.batch.size // self.batch.micro_batch} micro-batches cannot give "
+                f"each of {ranks} ranks (one per card) one; raise batch.size"
+            )
+        if self.accelerators.mix is not Mix.NEVER and "BAIGE_HETERO_PLAN" in self.env:
+            raise ValueError(
+                "env sets BAIGE_HETERO_PLAN, which Baige sets itself for a job with "
+                "accelerators.mix (it names the split Baige planned for where the job runs); "
+                "remove it from env"
             )
         return self
 
@@ -296,6 +356,11 @@ class InferenceServiceSpec(_WorkloadBase):
 
     @model_validator(mode="after")
     def _command_or_engine(self) -> InferenceServiceSpec:
+        if self.accelerators.mix is not Mix.NEVER:
+            raise ValueError(
+                f"accelerators.mix: {self.accelerators.mix.value} applies to training jobs; a "
+                "service's replicas are independent and each already runs on any listed type"
+            )
         if (self.engine is None) == (not self.command):
             raise ValueError(
                 "give a command (a list of arguments) or an engine section, not both"

@@ -54,6 +54,9 @@ class ReplicaLaunch:
     master_node: str = ""
     # whose workload it is: a backend that isolates tenants runs it as that tenant's user
     tenant: str = ""
+    # a job spanning accelerator types: its split (baige.train.plan JSON), which the backend
+    # writes into the replica's run directory and names in BAIGE_HETERO_PLAN
+    hetero_plan: str = ""
 
 
 @dataclass(frozen=True, slots=True)

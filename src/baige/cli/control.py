@@ -17,7 +17,7 @@ from typing import Annotated, NoReturn, TypeVar
 import typer
 
 from baige.api.loader import SpecError
-from baige.api.views import WorkloadView
+from baige.api.views import SplitView, WorkloadView
 from baige.cli.output import (
     console,
     err_console,
@@ -120,6 +120,20 @@ def _runtime_line(view: WorkloadView) -> str:
     return "; ".join(parts)
 
 
+def _split_line(split: SplitView) -> str:
+    """A job spanning types: how its global batch is shared (the plan its replicas read)."""
+    parts = "; ".join(
+        f"{p.type}: {len(p.ranks)} rank(s) × "
+        + "/".join(str(m) for m in dict.fromkeys(p.micro_batches))
+        + f" micro-batches ({p.samples} samples)"
+        for p in split.parts
+    )
+    return (
+        f"split (BAIGE_HETERO_PLAN): global batch {split.global_batch} in micro-batches of "
+        f"{split.micro_batch_size}; {parts}"
+    )
+
+
 def _workload_table(title: str, views: list[WorkloadView]) -> None:
     print_table(
         title,
@@ -217,6 +231,8 @@ def job(
     say(f"restarts: {view.restarts}")
     if view.runtime is not None:
         say(_runtime_line(view))
+    if view.split is not None:
+        say(_split_line(view.split))
     if view.running_replicas:
         print_table(
             "Replicas",

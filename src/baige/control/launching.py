@@ -18,7 +18,7 @@ from baige.control.snapshot import (
 from baige.sched import (
     lifecycle,
 )
-from baige.store.tables import ReplicaRow, WorkloadRow
+from baige.store.tables import NodeRow, ReplicaRow, WorkloadRow
 
 __all__ = ["DRAIN_SETTLE_S", "Launching"]
 
@@ -111,6 +111,9 @@ class Launching(DecisionRecording):
                         continue
                     workloads[replica.workload_id] = workload
                     sizes[workload.id] = len(workload.placements)
+            node_types: dict[str, str] = {}
+            if any(w.hetero_plan for w in workloads.values()):  # a job spans types
+                node_types = dict(session.execute(select(NodeRow.name, NodeRow.accel_type)).all())
             for replica in to_launch:
                 workload = workloads.get(replica.workload_id)
                 if workload is None:
@@ -121,7 +124,7 @@ class Launching(DecisionRecording):
                     observation = self.backend.launch(
                         launch_record(
                             replica, workload, sizes[workload.id], workload.master_port,
-                            self.api_url,
+                            self.api_url, node_types=node_types,
                         )
                     )  # fmt: skip
                 except (ValueError, TypeError) as err:  # what it was given cannot run

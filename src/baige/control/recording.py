@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from baige.api.workloads import Phase
 from baige.backends.base import Backend, ReplicaObservation, ReplicaState
 from baige.control.failure_reason import launch_failure_message
+from baige.control.hetero_plans import replan
 from baige.control.service import record_event
 from baige.control.snapshot import stored_placement
 from baige.sched import (
@@ -179,6 +180,8 @@ class DecisionRecording:
                 self._shrink(session, workload, decision)
             elif isinstance(decision, Grow):
                 self._grow(session, workload, decision)
+            if isinstance(decision, Admit | Shrink | Grow):
+                replan(session, workload)  # a job spanning types: its split for where it runs
         admitted = {d.workload for d in result.decisions if isinstance(d, Admit)}
         for workload_id, pending in result.pending.items():
             if workload_id in admitted:

@@ -35,6 +35,7 @@ from baige.api.views import (
 from baige.api.workloads import InferenceServiceSpec, Phase, TrainingJobSpec
 from baige.control.auth import Principal
 from baige.control.errors import Conflict, Forbidden, Invalid, NotFound
+from baige.control.hetero_plans import split_view
 from baige.control.runtime_figures import new_report_token, runtime_view
 from baige.store.db import Database
 from baige.store.tables import EventRow, NodeRow, QueueRow, ReplicaRow, SampleRow, WorkloadRow
@@ -117,6 +118,10 @@ def node_view(row: NodeRow, allocated: float = 0.0) -> NodeView:
 
 
 def workload_view(row: WorkloadRow, replicas: Sequence[ReplicaRow] = ()) -> WorkloadView:
+    split = split_view(row.hetero_plan)
+    accel = row.accel_type
+    if split is not None and len(split.parts) > 1:  # spans types: name them all
+        accel = "+".join(part.type for part in split.parts)
     return WorkloadView(
         id=row.id,
         name=row.name,
@@ -127,7 +132,8 @@ def workload_view(row: WorkloadRow, replicas: Sequence[ReplicaRow] = ()) -> Work
         reason_code=row.reason_code,
         reason=row.reason,
         replicas=row.replicas,
-        accelerator_type=row.accel_type,
+        accelerator_type=accel,
+        split=split,
         running_replicas=[
             ReplicaView(
                 id=r.id,

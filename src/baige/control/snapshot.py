@@ -6,6 +6,8 @@ workloads that is the difference between a few and a few hundred milliseconds pe
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from sqlalchemy import select
@@ -188,12 +190,17 @@ def launch_record(
     replicas_total: int,
     master_port: int,
     api_url: str | None = None,
+    *,
+    node_types: Mapping[str, str] | None = None,
 ) -> ReplicaLaunch:
     """What a backend needs to start ``replica``: its command, and an environment that
-    names its accelerators through the vendor's variable and its place in the job."""
+    names its accelerators through the vendor's variable and its place in the job.
+    ``node_types`` (node → accelerator type) gives each replica of a job spanning types its
+    own node's type; a job with a split plan gets it too (the backend writes the file)."""
     spec = parse_spec(workload.kind, workload.spec)
     env = dict(spec.env)
-    visibility = get_chip(workload.accel_type or "").visibility_env if workload.accel_type else ""
+    accel = (node_types or {}).get(replica.node) or workload.accel_type or ""
+    visibility = get_chip(accel).visibility_env if accel else ""
     if visibility:
         env[visibility] = ",".join(str(d) for d in replica.devices)
     env.update(
@@ -203,7 +210,7 @@ def launch_record(
         BAIGE_REPLICA_INDEX=str(replica.index),
         BAIGE_REPLICAS=str(replicas_total),
         BAIGE_NODE=replica.node,
-        BAIGE_ACCELERATOR_TYPE=workload.accel_type or "",
+        BAIGE_ACCELERATOR_TYPE=accel,
         BAIGE_ACCELERATOR_SHARE=f"{replica.milli / 1000:g}",
     )
     if isinstance(spec, TrainingJobSpec):
@@ -225,9 +232,10 @@ def launch_record(
         env=env,
         working_dir=spec.working_dir,
         want_port=isinstance(spec, InferenceServiceSpec),
-        accel_type=workload.accel_type or "",
+        accel_type=accel,
         devices=tuple(replica.devices),
         visibility_env=visibility,
         master_node=str(workload.placements[0].get("node", "")) if workload.placements else "",
         tenant=workload.tenant or "admin",
+        hetero_plan=json.dumps(workload.hetero_plan) if workload.hetero_plan else "",
     )

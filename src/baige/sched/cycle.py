@@ -34,7 +34,8 @@ from baige.sched.decisions import (
     Shrink,
 )
 from baige.sched.fairness import FairOrder, queue_order_key
-from baige.sched.model import MILLI, Health, Placement, Snapshot, Workload
+from baige.sched.mixed import try_mixed
+from baige.sched.model import MILLI, Health, Mix, Placement, Snapshot, Workload
 from baige.sched.never_fits import TypeCapacity, never_fits, type_capacities
 from baige.sched.placement import Failure, Placer
 from baige.sched.preemption import VictimPlan, find_victims, victim_reason
@@ -172,7 +173,13 @@ class _Cycle:
                 taken.append(placement)
             state.add_running(run)
             if state.ledger.known(workload.queue):
-                usage[(workload.queue, run.accel)] += sum(len(p.devices) * p.milli for p in taken)
+                if workload.mix is not Mix.NEVER:
+                    for accel, milli in state.types_of(run, taken).items():
+                        usage[(workload.queue, accel)] += milli
+                else:
+                    usage[(workload.queue, run.accel)] += sum(
+                        len(p.devices) * p.milli for p in taken
+                    )
             else:
                 state.warnings.append(
                     f"workload {workload.id}: queue {workload.queue!r} unknown; usage not charged"
@@ -344,13 +351,21 @@ class _Cycle:
     def _admit(self, workload: Workload) -> bool:
         floor, want = self._sizes(workload)
         failures: list[tuple[str, Failure]] = []
-        for accel in workload.accel_types:
-            outcome = self._try(workload, accel, floor, want)
-            if isinstance(outcome, Admit):
-                self._admitted(outcome)
+        if workload.mix is not Mix.REQUIRED:
+            for accel in workload.accel_types:
+                outcome = self._try(workload, accel, floor, want)
+                if isinstance(outcome, Admit):
+                    self._admitted(outcome)
+                    return True
+                failures.append((accel, outcome))
+        if workload.mixes and workload.gang:
+            # one type could not hold the whole gang: a sub-gang per type
+            spanned = try_mixed(self.state, workload, floor, want)
+            if isinstance(spanned, Admit):
+                self._admitted(spanned)
                 return True
-            failures.append((accel, outcome))
-        hopeless = self._never_fits(workload, floor)
+            failures.append(("+".join(workload.accel_types), spanned))
+        hopeless = self._never_fits(workload, 1 if workload.mixes else floor)
         if hopeless is not None:
             # no victim or reservation can help: say so, and hold nothing for it
             self.pending[workload.id] = Pending(workload.id, Reason.NEVER_FITS, hopeless)
@@ -492,6 +507,8 @@ class _Cycle:
             key=lambda r: (state.ledger.share(r.workload.queue), *queue_order_key(r.workload))
         )
         for run in candidates:
+            if run.evicted:  # preempted to make room for a service grown earlier in this loop
+                continue
             workload = run.workload
             missing = workload.replicas - len(run.placements)
             per = state.per_replica(workload)

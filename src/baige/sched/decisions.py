@@ -43,7 +43,9 @@ class Reason(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Admit:
-    """Start ``workload`` with these replicas on ``accel_type``."""
+    """Start ``workload`` with these replicas on ``accel_type``. A gang spread over several
+    types has ``mixed``: ``(type, replicas)`` in placement order (its first type is
+    ``accel_type``); empty when all replicas are on one type."""
 
     workload: str
     accel_type: str
@@ -51,6 +53,7 @@ class Admit:
     borrowing: bool = False
     backfill: bool = False
     preempted: tuple[str, ...] = ()
+    mixed: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

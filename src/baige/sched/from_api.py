@@ -91,6 +91,7 @@ def workload_from_spec(
             kind=Kind.TRAINING,
             duration_estimate=spec.time_limit,
             required_level=None if level is TopologyLevel.ANY else level.value,
+            mix=accel.mix,
         )
     floor = spec.autoscale.min_replicas if spec.autoscale else spec.replicas
     return replace(base, min_replicas=min(floor, spec.replicas), kind=Kind.INFERENCE)

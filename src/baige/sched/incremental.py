@@ -323,7 +323,10 @@ class Scheduler:
         try:
             for placement in assignment.placements:
                 slot = self.cluster.slot(placement.node)
-                if slot is None or slot.node.accel_type != assignment.accel_type:
+                if slot is None or (
+                    slot.node.accel_type != assignment.accel_type
+                    and not (workload.mixes and slot.node.accel_type in workload.accel_types)
+                ):
                     raise OverAllocationError(f"node {placement.node!r} is not a usable node")
                 self.cluster.take(
                     slot, placement.devices, placement.milli, request.cpu_milli, request.memory_mib
@@ -338,8 +341,8 @@ class Scheduler:
         run = Running(
             workload, assignment.accel_type, [], assignment.admitted_at, assignment.expected_end
         )
-        self.state.add_running(run)
         self.state.allocate(run, list(assignment.placements))
+        self.state.add_running(run)  # after allocate: a mixed gang registers on each type
         self._track_short(run)
 
     def remove(self, workload_id: str) -> Workload:

@@ -115,13 +115,19 @@ def _node_list(nodes: Sequence[str]) -> str:
     return ", ".join(shown[:4]) + ("…" if len(shown) > 4 else "")
 
 
+def _types(decision: Admit) -> str:
+    if not decision.mixed:
+        return decision.accel_type
+    return " + ".join(f"{count} {accel}" for accel, count in decision.mixed)
+
+
 def admitted(life: Life, decision: Admit) -> Step:
     """Placed: a new generation of replicas is to start."""
     how = " (backfilled)" if decision.backfill else ""
     how += ", borrowing idle capacity" if decision.borrowing else ""
     count = len(decision.placements)
     message = (
-        f"admitted{how}: {count} replica(s) on {decision.accel_type} "
+        f"admitted{how}: {count} replica(s) on {_types(decision)} "
         f"({_node_list([p.node for p in decision.placements])})"
     )
     new = replace(life, phase=Phase.ADMITTED, generation=life.generation + 1, replicas=count)

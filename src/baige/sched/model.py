@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from baige.api.nodes import Health
+from baige.api.workloads import Mix
 
 __all__ = [
     "MILLI",
     "Assignment",
     "Health",
     "Kind",
+    "Mix",
     "Node",
     "Placement",
     "Queue",
@@ -126,7 +128,9 @@ class Placement:
 
 @dataclass(frozen=True, slots=True)
 class Assignment:
-    """Where a running workload's replicas are, on one accelerator type."""
+    """Where a running workload's replicas are, on one accelerator type; a gang that may mix
+    types (``Workload.mix``) names its first type here and its placements' nodes say the rest.
+    """
 
     accel_type: str
     placements: tuple[Placement, ...]
@@ -140,7 +144,8 @@ class Workload:
 
     A *gang* needs ``min_replicas`` placed at once or none; a non-gang (inference) workload
     takes replicas one by one. ``replicas`` is the size wanted; an elastic workload may run
-    anywhere between ``min_replicas`` and ``replicas``.
+    anywhere between ``min_replicas`` and ``replicas``. ``mix`` lets a gang's replicas span
+    several of its accepted types (a sub-gang per type, all or nothing over the whole gang).
     """
 
     id: str
@@ -158,6 +163,7 @@ class Workload:
     node_selector: Mapping[str, str] = field(default_factory=dict)
     pool: str | None = None
     assignment: Assignment | None = None
+    mix: Mix = Mix.NEVER
 
     def __post_init__(self) -> None:
         if not self.accel_types:
@@ -185,6 +191,11 @@ class Workload:
     @property
     def running(self) -> bool:
         return self.assignment is not None
+
+    @property
+    def mixes(self) -> bool:
+        """Whether its replicas may sit on more than one accelerator type."""
+        return self.mix is not Mix.NEVER
 
 
 @dataclass(frozen=True, slots=True)

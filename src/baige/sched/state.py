@@ -10,12 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from baige.sched.cluster import ClusterState
-from baige.sched.model import Kind, Placement, Workload
+from baige.sched.model import Kind, Mix, Placement, Workload
 from baige.sched.placement import Placer
 from baige.sched.profile import Profile
 from baige.sched.quota import QuotaLedger
 
 __all__ = ["CycleState", "Running"]
+
+
+_NEVER = Mix.NEVER
 
 
 def _milli(placements: list[Placement]) -> int:
@@ -52,28 +55,46 @@ class CycleState:
     _on_accel: dict[str, list[Running]] = field(default_factory=dict)
 
     def add_running(self, run: Running) -> None:
-        """Track a workload that holds (or is about to hold) capacity on ``run.accel``."""
+        """Track a workload that holds (or is about to hold) capacity on ``run.accel`` (and,
+        for a gang spanning types, on every type its placements are on: it is a victim
+        candidate wherever it holds cards, and is preempted as one)."""
         workload = run.workload
-        accel = run.accel
         self.running[workload.id] = run
-        on_accel = self._on_accel.get(accel)
-        if on_accel is None:
-            on_accel = self._on_accel[accel] = []
-        on_accel.append(run)
-        if not workload.preemptible:
-            return  # the lists below are for choosing victims
-        queue = workload.queue
-        key = (accel, queue, False)
-        runs = self._by_queue.get(key)
-        if runs is None:
-            runs = self._by_queue[key] = []
-            self._queues.setdefault(accel, {})[queue] = None
-        runs.append(run)
-        self._dirty.add(key)
-        if workload.elastic or workload.kind is not Kind.TRAINING:
-            key = (accel, queue, True)
-            self._by_queue.setdefault(key, []).append(run)
+        if workload.mix is _NEVER:
+            accels: tuple[str, ...] = (run.accel,)
+        else:
+            accels = tuple(self.types_of(run, run.placements))
+        for accel in accels:
+            on_accel = self._on_accel.get(accel)
+            if on_accel is None:
+                on_accel = self._on_accel[accel] = []
+            on_accel.append(run)
+            if not workload.preemptible:
+                continue  # the lists below are for choosing victims
+            queue = workload.queue
+            key = (accel, queue, False)
+            runs = self._by_queue.get(key)
+            if runs is None:
+                runs = self._by_queue[key] = []
+                self._queues.setdefault(accel, {})[queue] = None
+            runs.append(run)
             self._dirty.add(key)
+            # a gang spanning types gives up cards only as a whole (a shrink there could
+            # free a card of the wrong type)
+            if (workload.elastic and workload.mix is _NEVER) or workload.kind is not Kind.TRAINING:
+                key = (accel, queue, True)
+                self._by_queue.setdefault(key, []).append(run)
+                self._dirty.add(key)
+
+    def types_of(self, run: Running, placements: list[Placement]) -> dict[str, int]:
+        """Milli per accelerator type held by ``placements`` of ``run`` (its own type first;
+        a node no longer in the cluster counts as ``run.accel``)."""
+        held: dict[str, int] = {run.accel: 0}
+        for placement in placements:
+            slot = self.cluster.slot(placement.node)
+            accel = run.accel if slot is None else slot.node.accel_type
+            held[accel] = held.get(accel, 0) + len(placement.devices) * placement.milli
+        return held
 
     def compact(self) -> None:
         """Forget evicted runs (kept state only: a cycle skips them, but a driver that keeps
@@ -110,9 +131,18 @@ class CycleState:
         return self.placer.effective_request(workload).total_milli
 
     def allocate(self, run: Running, placements: list[Placement]) -> None:
-        """Charge quota for placements already taken on the cluster by the placer."""
+        """Charge quota for placements already taken on the cluster by the placer (to each
+        placement's own type when the gang spans types)."""
         run.placements.extend(placements)
-        self.ledger.add(run.workload.queue, run.accel, _milli(placements))
+        if run.workload.mix is _NEVER:  # the hot path (preemption allocates and undoes a lot)
+            self.ledger.add(run.workload.queue, run.accel, _milli(placements))
+        else:
+            self._charge_per_type(run, placements, 1)
+
+    def _charge_per_type(self, run: Running, placements: list[Placement], sign: int) -> None:
+        for accel, milli in self.types_of(run, placements).items():
+            if milli:
+                self.ledger.add(run.workload.queue, accel, sign * milli)
 
     def release(self, run: Running, placements: list[Placement]) -> None:
         """Free placements of a running workload: cluster capacity and quota usage."""
@@ -120,7 +150,10 @@ class CycleState:
         for placement in placements:
             run.placements.remove(placement)
             self.cluster.give_placement(placement, request.cpu_milli, request.memory_mib)
-        self.ledger.add(run.workload.queue, run.accel, -_milli(placements))
+        if run.workload.mix is _NEVER:
+            self.ledger.add(run.workload.queue, run.accel, -_milli(placements))
+        else:
+            self._charge_per_type(run, placements, -1)
 
     def restore(self, run: Running, placements: list[Placement]) -> None:
         """Undo :meth:`release` (the placements must still be free)."""

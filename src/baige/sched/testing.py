@@ -13,6 +13,7 @@ from baige.sched.model import (
     Assignment,
     Health,
     Kind,
+    Mix,
     Node,
     Placement,
     Queue,
@@ -109,6 +110,7 @@ class JobBuilder:
         self._cpu = 0
         self._memory = 0
         self._assignment: Assignment | None = None
+        self._mix = Mix.NEVER
 
     def queue(self, name: str) -> Self:
         self._queue = name
@@ -124,6 +126,10 @@ class JobBuilder:
 
     def types(self, *accels: str) -> Self:
         self._types = accels
+        return self
+
+    def mix(self, how: Mix | str = Mix.ALLOWED) -> Self:
+        self._mix = Mix(how)
         return self
 
     def replicas(self, count: int) -> Self:
@@ -204,6 +210,7 @@ class JobBuilder:
             node_selector=dict(self._selector),
             pool=self._pool,
             assignment=self._assignment,
+            mix=self._mix,
         )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from baige.sched.decisions import Admit, CycleResult, Grow, Preempt, Shrink
-from baige.sched.model import MILLI, Health, Snapshot
+from baige.sched.model import MILLI, Health, Node, Snapshot
 from baige.sched.profile import Profile
 from baige.sched.quota import QuotaLedger
 
@@ -42,6 +42,8 @@ def check_result(snapshot: Snapshot, result: CycleResult, profile: Profile) -> l
             if workload.id in placements_of or decision.workload in seen_admit:
                 problems.append(f"{workload.id}: admitted while already running")
             seen_admit.add(workload.id)
+            if decision.mixed and not workload.mixes:
+                problems.append(f"{workload.id}: spread over types without mix")
             if decision.accel_type not in workload.accel_types:
                 problems.append(f"{workload.id}: placed on {decision.accel_type}, not accepted")
             count = len(decision.placements)
@@ -83,7 +85,10 @@ def check_result(snapshot: Snapshot, result: CycleResult, profile: Profile) -> l
                 continue
             if node.health is not Health.READY:
                 problems.append(f"{workload.id}: placed on {node.health} node {node.name}")
-            if node.accel_type != accel_of.get(workload.id):
+            if workload.mixes:
+                if node.accel_type not in workload.accel_types:
+                    problems.append(f"{workload.id}: node {node.name} is {node.accel_type}")
+            elif node.accel_type != accel_of.get(workload.id):
                 problems.append(f"{workload.id}: node {node.name} is {node.accel_type}")
             expected_devices = workload.request.devices
             if len(placement.devices) != expected_devices:
@@ -112,12 +117,17 @@ def check_result(snapshot: Snapshot, result: CycleResult, profile: Profile) -> l
     before = QuotaLedger(snapshot.queues, capacity, borrowing=profile.borrowing)
     for workload in snapshot.workloads:
         if workload.assignment and before.known(workload.queue):
-            total = sum(len(p.devices) * p.milli for p in workload.assignment.placements)
-            before.add(workload.queue, workload.assignment.accel_type, total)
+            for accel, milli in _per_type(
+                nodes,
+                workload.assignment.accel_type,
+                [(p.node, p.devices, p.milli) for p in workload.assignment.placements],
+            ).items():
+                before.add(workload.queue, accel, milli)
     for workload_id, items in placements_of.items():
         queue = workloads[workload_id].queue
         if ledger.known(queue):
-            ledger.add(queue, accel_of[workload_id], sum(len(d) * m for _, d, m in items))
+            for accel, milli in _per_type(nodes, accel_of[workload_id], items).items():
+                ledger.add(queue, accel, milli)
     for (queue, accel), used in ledger.inner.items():
         if not queue:
             continue
@@ -125,3 +135,15 @@ def check_result(snapshot: Snapshot, result: CycleResult, profile: Profile) -> l
         if limit is not None and used > limit and used > before.inner.get((queue, accel), 0):
             problems.append(f"queue {queue}: uses {used} milli {accel}, over its limit {limit}")
     return problems
+
+
+def _per_type(
+    nodes: dict[str, Node], accel: str, items: list[tuple[str, tuple[int, ...], int]]
+) -> dict[str, int]:
+    """Milli per accelerator type of a workload's replicas, by the type of each node (a gang
+    spanning types is charged to each); a node not in the snapshot counts as ``accel``."""
+    held: dict[str, int] = defaultdict(int)
+    for name, devices, milli in items:
+        node = nodes.get(name)
+        held[accel if node is None else node.accel_type] += len(devices) * milli
+    return held

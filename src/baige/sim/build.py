@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from baige.api.queues import Ordering, QueueQuota, QueueSpec
 from baige.sched.autoscale import AutoscalePolicy
 from baige.sched.from_api import queue_from_spec
-from baige.sched.model import MILLI, Kind, Node, Queue, Request, Workload
+from baige.sched.model import MILLI, Kind, Mix, Node, Queue, Request, Workload
 from baige.sim.scenario import (
     AlibabaNodes,
     AlibabaPods,
@@ -428,6 +428,7 @@ def _synthetic(
             created_at=clock,
             duration_estimate=runtime * cls.time_limit if cls.time_limit else None,
             required_level=None if cls.topology == "any" else cls.topology,
+            mix=Mix(cls.mix),
         )
         jobs.append(TrainingJob(workload, runtime * replicas, cls.name))
     return jobs
@@ -576,6 +577,12 @@ def build(loaded: LoadedScenario) -> Built:
                 raise loaded.error(
                     ("workloads", "synthetic", "classes", position, "types"),
                     f"no node has type {unknown[0]!r}; the cluster has {', '.join(types)}",
+                )
+            if cls.mix != "never" and len(cls.types or types) < 2:
+                raise loaded.error(
+                    ("workloads", "synthetic", "classes", position, "mix"),
+                    f"mix: {cls.mix} spreads a job over several types; this class accepts "
+                    f"only {', '.join(cls.types or types)}",
                 )
         jobs += _synthetic(spec.synthetic, scenario.seed, scenario.duration, types)
     if spec.alibaba_pods is not None:

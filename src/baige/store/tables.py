@@ -115,6 +115,9 @@ class WorkloadRow(Base):
     # the token that lets only this job's replicas report it (see control.runtime_reports).
     runtime: Mapped[dict[str, object] | None] = mapped_column(JSON, nullable=True)
     report_token: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # A job allowed to span accelerator types: the split of its batch over the types it was
+    # placed on (a baige.train.plan HeteroPlan), re-planned at each admission and resize.
+    hetero_plan: Mapped[dict[str, object] | None] = mapped_column(JSON, nullable=True)
 
 
 class ReplicaRow(Base):

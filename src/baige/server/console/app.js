@@ -371,6 +371,16 @@ function runtimeCard(rt) {
   </div>`;
 }
 
+// A job placed on several accelerator types: how its global batch is shared among them.
+function splitCard(split) {
+  if (!split) return "";
+  const parts = split.parts.map((p) => `<tr><td>${esc(p.type)}</td><td>${p.ranks.join(", ")}</td>
+      <td>${p.micro_batches.join(", ")}</td><td>${p.samples}</td></tr>`).join("");
+  return `<div id="split"><h2>Split across types</h2>
+    <p class="muted">global batch ${split.global_batch} in micro-batches of ${split.micro_batch_size}; every replica reads it from the file named by BAIGE_HETERO_PLAN</p>
+    <table><tr><th>type</th><th>ranks</th><th>micro-batches per rank</th><th>samples</th></tr>${parts}</table></div>`;
+}
+
 // "Admitted" + "admitted (backfilled): …" reads as one phrase, not "Admitted: admitted: …".
 function why(code, reason) {
   const text = String(reason || "");
@@ -423,6 +433,7 @@ async function renderWorkload(kind, id) {
     ${w.spec.command ? `<div class="field"><span class="muted">command</span> <code id="command">${esc((w.spec.command || []).map(shellWord).join(" "))}</code></div>` : ""}
     <details id="spec"><summary>Spec (as submitted)</summary><pre class="spec">${esc(yamlish(w.spec).replace(/^\n/, ""))}</pre></details>
     ${runtimeCard(w.runtime)}
+    ${splitCard(w.split)}
     ${kind === "services" ? `<div id="service-load"></div>` : ""}
     <div class="toolbar">${active ? `<button class="danger" id="cancel">Cancel</button>` : ""}
       ${kind === "services" && active ? `<input id="replicas" type="number" min="0" value="${w.replicas}" style="width:80px"><button id="scale">Scale</button>` : ""}
