@@ -52,13 +52,16 @@ EXAMPLE = ROOT / "examples" / "runtime" / "train_transformer.py"
 STEP = re.compile(r"rank=(\d+) step=(\d+) loss=\S+ t=([\d.]+)")
 RESTORED = re.compile(r"rank=(\d+) restored step=(\d+) source=(\w+) t=([\d.]+)")
 STARTED = re.compile(r"attempt=(\d+) rank=(\d+)/\d+ started t=([\d.]+)")
+KINDS = ("kill", "hang", "slow")
+SAVE_EVERY = 5
 
 
-def schedule(duration: float, every: float, nproc: int, factor: float) -> str:
-    kinds = ("kill", "hang", "slow")
+def schedule(
+    duration: float, every: float, nproc: int, factor: float, kinds: tuple[str, ...] = KINDS
+) -> str:
     faults = []
     for k in range(1, int(duration // every)):
-        kind, rank, at = kinds[(k - 1) % 3], k % nproc, k * every
+        kind, rank, at = kinds[(k - 1) % len(kinds)], k % nproc, k * every
         spec = f"{kind}:rank={rank}:at={at:g}"
         if kind == "slow":
             spec += f":factor={factor:g}:for={every / 2:g}"
@@ -116,7 +119,7 @@ def run_one(kind: str, args: argparse.Namespace, faults: str, work: Path) -> dic
     train = [
         str(EXAMPLE),
         "--steps", "10000000",
-        "--save-every", "5",
+        "--save-every", str(SAVE_EVERY),
         "--log-every", "1",
         "--d-model", str(args.d_model),
         "--layers", str(args.layers),
@@ -155,7 +158,49 @@ def run_one(kind: str, args: argparse.Namespace, faults: str, work: Path) -> dic
         else:
             t_stop = time.time()
     stop_all(run_dir, grace_s=40)
-    return analyse(kind, run_dir, out_path.read_text(), t_launch, t_stop)
+    result = analyse(kind, run_dir, out_path.read_text(), t_launch, t_stop)
+    result["snapshot"] = read_snapshot(run_dir / "ckpt")
+    return result
+
+
+def read_snapshot(root: Path) -> dict[str, Any] | None:
+    """The newest persisted step: its bytes, and seconds to read them back from disk with
+    the page cache dropped for them first (``posix_fadvise``), i.e. a cold disk restore's
+    reading part."""
+    steps = sorted(p for p in root.glob("step-*") if p.is_dir() and p.name[5:].isdigit())
+    if not steps:
+        return None
+    files = [f for f in steps[-1].rglob("*") if f.is_file()]
+    nbytes = sum(f.stat().st_size for f in files)
+    started = time.perf_counter()
+    for f in files:
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            while os.read(fd, 1 << 22):
+                pass
+        finally:
+            os.close(fd)
+    return {"step": steps[-1].name, "bytes": nbytes, "cold_read_s": time.perf_counter() - started}
+
+
+def save_stall(rank0: list[tuple[float, int]]) -> float | None:
+    """Seconds a flash save blocks the step: the median gap between a step that saved (every
+    ``SAVE_EVERY``-th; the example saves after logging the step) and the next, less the
+    median gap between steps that did not save, over every pair of consecutive steps of rank
+    0 (gaps over five times the plain median — a fault, a restart — left out)."""
+    pairs = [(t1 - t0, (s0 + 1) % SAVE_EVERY == 0)
+             for (t0, s0), (t1, s1) in itertools.pairwise(rank0) if s1 == s0 + 1]  # fmt: skip
+    plain = [gap for gap, saved in pairs if not saved]
+    if len(plain) < 3:
+        return None
+    limit = 5 * statistics.median(plain)
+    saving = [gap for gap, saved in pairs if saved and gap < limit]
+    plain = [gap for gap in plain if gap < limit]
+    if len(saving) < 3:
+        return None
+    return round(max(0.0, statistics.median(saving) - statistics.median(plain)), 4)
 
 
 def analyse(kind: str, run_dir: Path, text: str, t_launch: float, t_stop: float) -> dict[str, Any]:
@@ -195,6 +240,13 @@ def analyse(kind: str, run_dir: Path, text: str, t_launch: float, t_stop: float)
             rows.append(row)
             continue
         t_back, step_back = restored[0]
+        row["restore_source"] = next(
+            src for t, r, _, src in trace.restored if t == t_back and r == 0
+        )
+        if kind == "baige" and started and row.get("detect_s") is not None:
+            # detection → the new process printed it started (launch, rendezvous) → restored
+            row["restart_s"] = round(started[0] - ts - row["detect_s"], 3)
+            row["restore_s"] = round(t_back - started[0], 3)
         resumed = [t for t, s in rank0 if t > t_back]
         until = started[0] if started else t_back
         before = [s for t, _, s in trace.steps if t < until]
@@ -205,6 +257,7 @@ def analyse(kind: str, run_dir: Path, text: str, t_launch: float, t_stop: float)
         "launcher": kind,
         "wall_s": round(wall, 1),
         "fault_free_step_s": round(t_ref, 4),
+        "save_stall_s": save_stall(rank0),
         "final_step": final_step,
         "ettr": round((final_step + 1) * t_ref / wall, 3) if final_step >= 0 else 0.0,
         "restarts": len([t for t, a, r in trace.started if r == 0 and a > 0]),
@@ -279,6 +332,77 @@ def restart_model(result: dict[str, Any], args: argparse.Namespace) -> dict[str,
     }
 
 
+def recovery_model(result: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """The simulator's recovery model (``training.recovery.model`` in a scenario; schema:
+    ``baige.sim.recovery.RecoveryModel``) from ``baige run``'s measured crash recoveries:
+    medians over the killed ranks of detection, restart (detection to the new process up and
+    in the rendezvous) and restore (from the flash checkpoint in that node's shared memory).
+    A hang's detection is its timeout, a setting rather than a cost, so only kills count.
+    What this benchmark cannot see (a spare swap, a full reschedule, a restore from a buddy
+    or from disk on a new node) is taken from the command line and says so in ``sources``."""
+    kills = [f for f in result["faults"] if str(f["fault"]).startswith("kill")
+             and f.get("restore_s") is not None]  # fmt: skip
+    if not kills:
+        raise SystemExit("no kill was detected and recovered: no recovery model to write")
+    local = statistics.median(f["restore_s"] for f in kills)
+    snapshot = result.get("snapshot") or {"bytes": 0, "cold_read_s": 0.0}
+    peer_extra = snapshot["bytes"] / args.peer_rate
+    disk_extra = snapshot["cold_read_s"]
+    size = f"the {snapshot['bytes'] / 1e6:.1f} MB snapshot"
+    stall = result.get("save_stall_s")
+    host = f"{platform.node()} {time.strftime('%Y-%m-%d')}"
+    measured = f"measured by bench/runtime_faults.py on {host}, median of {len(kills)} kills"
+    given = "not measured by bench/runtime_faults.py: given with"
+    return {
+        "kind": "RecoveryModel",
+        "version": 1,
+        "name": f"runtime-faults-{time.strftime('%Y%m%d')}",
+        "source": (
+            f"bench/runtime_faults.py --duration {args.duration:g} --fault-every "
+            f"{args.fault_every:g} --kinds {args.kinds} --write-model on {host}: "
+            f"{args.nproc} ranks of examples/runtime/train_transformer.py (d_model "
+            f"{args.d_model}, {args.layers} layers; gloo, CPU), {len(kills)} killed ranks "
+            "restarted in place by baige run and restored from their flash checkpoint in "
+            "shared memory; a tiny model, so restore times are a floor"
+        ),
+        "detection": statistics.median(f["detect_s"] for f in kills),
+        "swap": args.swap,
+        "reschedule": args.reschedule,
+        "restart": statistics.median(f["restart_s"] for f in kills),
+        "restore": {
+            "local_memory": local,
+            "peer_memory": round(local + peer_extra, 3),
+            "disk": round(local + disk_extra, 3),
+        },
+        "checkpoint_stall": stall if stall is not None else 0.0,
+        "sources": {
+            "detection": measured,
+            "restart": measured + " (relaunch and rendezvous, up to the restore)",
+            "restore.local_memory": measured
+            + " (from the new process up to its state restored: model, DDP and the"
+            " checkpointer built, then the load)",
+            "checkpoint_stall": (
+                f"measured: median gap after a saving step less a plain one ({host})"
+                if stall is not None
+                else "not measured (too few steps before the first fault)"
+            ),
+            "swap": f"{given} --swap {args.swap:g}",
+            "reschedule": f"{given} --reschedule {args.reschedule:g}",
+            "restore.peer_memory": f"the local restore plus {size} sent at --peer-rate "
+            f"{args.peer_rate / 1e9:g} GB/s (one connection's HMAC bound, bench/ckpt_peer.py)",
+            "restore.disk": f"the local restore plus {size} read back cold from disk "
+            f"({disk_extra:.3f} s, measured after the run)",
+        },
+        "measured": {
+            "faults": len(kills),
+            "lost_steps_median": statistics.median(f.get("lost_steps") or 0 for f in kills),
+            "step_s": result["fault_free_step_s"],
+            "resume_s_median": statistics.median(f["resume_s"] for f in kills),
+            "restore_sources": sorted({str(f.get("restore_source")) for f in kills}),
+        },
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--duration", type=float, default=600.0, help="seconds per launcher")
@@ -296,9 +420,38 @@ def main() -> None:
         default="",
         help="write baige run's measured restart costs here, as a simulator restart model",
     )
+    p.add_argument(
+        "--kinds", default=",".join(KINDS), help="fault kinds to cycle through (kill,hang,slow)"
+    )
+    p.add_argument(
+        "--write-model",
+        default="",
+        help="write baige run's measured recovery figures here as a simulator recovery model",
+    )
+    p.add_argument(
+        "--swap",
+        type=float,
+        default=0.0,
+        help="--write-model: seconds to swap a hot spare in (not measured here)",
+    )
+    p.add_argument(
+        "--reschedule",
+        type=float,
+        default=30.0,
+        help="--write-model: seconds to requeue and place a job (not measured here)",
+    )
+    p.add_argument(
+        "--peer-rate",
+        type=float,
+        default=1.2e9,
+        help="--write-model: bytes/s of a restore from a buddy's memory",
+    )
     p.add_argument("--keep", action="store_true", help="keep the run directories")
     args = p.parse_args()
-    faults = schedule(args.duration, args.fault_every, args.nproc, args.slow_factor)
+    kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
+    if not kinds or any(k not in KINDS for k in kinds):
+        p.error(f"--kinds: expected some of {','.join(KINDS)}, not {args.kinds!r}")
+    faults = schedule(args.duration, args.fault_every, args.nproc, args.slow_factor, kinds)
     print(f"BAIGE_FAULT={faults}", file=sys.stderr)
     work = Path(tempfile.mkdtemp(prefix="baige-runtime-bench-"))
     results = [run_one("baige", args, faults, work)]
@@ -311,6 +464,10 @@ def main() -> None:
         model = restart_model(results[0], args)
         Path(args.restart_model).write_text(json.dumps(model, indent=2) + "\n")
         print(f"restart model: {model}")
+    if args.write_model:
+        model = recovery_model(results[0], args)
+        Path(args.write_model).write_text(json.dumps(model, indent=2) + "\n")
+        print(f"recovery model written to {args.write_model}")
     if not args.keep:
         import shutil  # noqa: PLC0415
 

@@ -274,3 +274,7 @@ def demo(
 from baige.cli.sim_sweep import sweep  # noqa: E402 - a command of its own module
 
 app.command()(sweep)
+
+from baige.cli.sim_ettr import ettr  # noqa: E402 - a command of its own module
+
+app.command()(ettr)

@@ -155,6 +155,7 @@ def _result(point: Any) -> dict[str, Any]:
             "optimal_interval_s": theory.optimal_interval_s,
             "ettr_at_optimum": theory.ettr_at_optimum,
             "ettr_at_interval": theory.ettr_at_interval,
+            "interval_s": theory.interval_s,
         },
     }
 

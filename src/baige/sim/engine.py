@@ -19,6 +19,7 @@ meanwhile does not start. Training progress follows :mod:`baige.sim.progress`.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import heapq
 import math
@@ -32,6 +33,7 @@ from baige.sched import (
     Grow,
     Health,
     Kind,
+    Node,
     Placement,
     Preempt,
     Profile,
@@ -46,11 +48,13 @@ from baige.sched.lifecycle import Life, Outcome, ReplicaEnd, Step
 from baige.sim.build import Built, Service, TrainingJob, rng_for
 from baige.sim.metrics import Bins, Level
 from baige.sim.progress import Checkpointing, Segment
+from baige.sim.recovery import Recovery, RestoreSource
 
 __all__ = ["Engine", "EngineConfig", "FaultModel", "LoggedEvent", "Loss", "RestartCosts"]
 
 # event kinds, in the order they are handled at one instant (the pass comes last)
 _FINISH, _END, _FAIL, _DETECT, _REPAIR, _ARRIVE, _START, _TICK, _PASS = range(9)
+_SPARE = 9  # a repaired node rejoins the spare pool
 
 PENDING, RUNNING, CRASHED, DONE = "pending", "running", "crashed", "done"
 
@@ -90,6 +94,7 @@ class EngineConfig:
     checkpointing: Checkpointing = field(default_factory=lambda: Checkpointing(1800.0, 30.0))
     checkpoint_on_preemption: bool = False
     restart: RestartCosts = field(default_factory=RestartCosts)
+    recovery: Recovery | None = None  # spares and buddy restores (baige.sim.recovery)
     faults: FaultModel = field(default_factory=FaultModel)
     timeline_points: int = 480
     verify: bool = False  # check every cycle's invariants (slow; for tests)
@@ -136,6 +141,8 @@ class _Job:
     productive: float = 0.0  # seconds of progress kept
     interruptions: int = 0
     preemptions: int = 0
+    restore_from: RestoreSource | None = None  # after a node loss: where the restart reads
+    last_save: float = -math.inf  # when the checkpoint a failure would restore was taken
 
 
 @dataclass(slots=True)
@@ -174,7 +181,21 @@ class Engine:
     """One run of one scheduling profile over one built scenario."""
 
     def __init__(self, built: Built, profile: Profile, config: EngineConfig) -> None:
+        recovery = config.recovery
+        # failures are drawn over every node, spares too (a failure of an idle spare is
+        # ignored), so runs with and without spares see the same faults
+        self._failure_nodes = [n.name for n in built.nodes]
+        self.spares: dict[str, int] = {}  # hot spare nodes free now, per accelerator type
+        self.spares_held: dict[str, int] = {}
+        if recovery is not None and recovery.spares:
+            built, self.spares_held = _hold_spares(built, recovery.spares)
+            self.spares = dict(self.spares_held)
+        self.spare_swaps = 0
+        self.restores: dict[str, int] = {}  # restarts after a failure, by restore source
+        self.memory_lost: dict[str, float] = {}  # node -> when it last lost its memory
         self.built = built
+        self.rack_of = {n.name: (n.topology[-1] if n.topology else "") for n in built.nodes}
+        self.type_of = {n.name: n.accel_type for n in built.nodes}
         self.profile = profile
         self.config = config
         self.ckpt = config.checkpointing
@@ -276,7 +297,7 @@ class Engine:
 
     def _schedule_failures(self) -> None:
         faults = self.config.faults
-        nodes = [n.name for n in self.built.nodes]
+        nodes = self._failure_nodes
         if faults.per_1000_node_days <= 0 or not nodes:
             return
         rng = rng_for(self.config.seed, "failures")
@@ -369,6 +390,7 @@ class Engine:
         kept_until = now
         if keep:
             kept = made
+            job.last_save = now
         else:
             saved = min(segment.saved_at(now, self.ckpt), done)
             kept = saved - segment.done
@@ -418,7 +440,7 @@ class Engine:
                 job.first_start = self.now
                 self._start_segment(job, restart.first_start)
             else:
-                self._start_segment(job, restart.restart)
+                self._start_segment(job, self._restart_overhead(job))
             return
         if isinstance(decision, Preempt):
             if job.state == RUNNING:
@@ -442,7 +464,7 @@ class Engine:
         job.replicas = len(placements)
         self._placements_changed(workload.id, Kind.TRAINING, workload.queue, job.accel, placements)
         if job.state != CRASHED or not self._on_dead_node(workload.id):
-            self._start_segment(job, restart.restart)
+            self._start_segment(job, self._restart_overhead(job))
 
     def _finish(self, key: str) -> None:
         workload_id, _, epoch = key.rpartition("#")
@@ -564,7 +586,9 @@ class Engine:
     # -- faults -----------------------------------------------------------------------------
 
     def _fail(self, node: str) -> None:
-        if node in self.dead or node in self.cordoned:
+        if node in self.dead or node in self.cordoned or node not in self.on_node:
+            return
+        if self.config.recovery is not None and self._swap(node):
             return
         self.node_failures += 1
         self.dead.add(node)
@@ -572,6 +596,8 @@ class Engine:
         for workload in list(self.on_node[node]):
             job = self.jobs.get(workload)
             if job is not None:
+                if self.config.recovery is not None and job.state == RUNNING:
+                    job.restore_from = self._restore_source(job, node)
                 self._interrupt(job)
             else:
                 self._refresh_serving(self.services[workload])
@@ -579,12 +605,84 @@ class Engine:
         self._push(self.now + self.config.restart.detection, _DETECT, node)
         self._push(self.now + max(faults.repair, self.config.restart.detection), _REPAIR, node)
 
+    # -- recovery: hot spares and buddy restores (EngineConfig.recovery) --------------------
+
+    def _restart_overhead(self, job: _Job) -> float:
+        """Start-up of a restart: the fixed costs, or the recovery model's for where the job
+        restores from (a buddy's memory or disk after a node loss; otherwise — a preemption,
+        a resize — wherever the model says a lost node's state comes from)."""
+        recovery = self.config.recovery
+        if recovery is None:
+            return self.config.restart.restart
+        source = job.restore_from or recovery.after_node_loss
+        if job.restore_from is not None:
+            self.restores[source.value] = self.restores.get(source.value, 0) + 1
+            job.restore_from = None
+        return recovery.requeued(source)
+
+    def _buddy(self, workload: str, node: str) -> str | None:
+        """The node holding ``node``'s replica: the next of the job's nodes in another rack
+        (a failure domain), else the next node; None for a one-node job."""
+        nodes = self._nodes_of(workload)
+        if len(nodes) < 2 or node not in nodes:
+            return None
+        at = nodes.index(node)
+        rack = self.rack_of.get(node, "")
+        following = nodes[at + 1 :] + nodes[:at]
+        return next((n for n in following if self.rack_of.get(n, "") != rack), following[0])
+
+    def _restore_source(self, job: _Job, node: str) -> RestoreSource:
+        """Where a running job that loses ``node`` restores from: the buddy's memory if
+        replicas are on and the buddy still holds the last save (it is up and has not lost
+        its memory since), else disk."""
+        recovery = self.config.recovery
+        if recovery is None or not recovery.peer or job.segment is None:
+            return RestoreSource.DISK
+        buddy = self._buddy(job.spec.workload.id, node)
+        if buddy is None or buddy in self.dead:
+            return RestoreSource.DISK
+        segment = job.segment
+        if self.ckpt.saved_time(self.now - segment.progress_from) > 0:
+            job.last_save = segment.last_save(self.now, self.ckpt)
+        if self.memory_lost.get(buddy, -math.inf) >= job.last_save:
+            return RestoreSource.DISK  # the buddy lost its memory since that save
+        return RestoreSource.PEER_MEMORY
+
+    def _swap(self, node: str) -> bool:
+        """A failed node under training jobs only, with a spare free: the spare takes its
+        place (and its name: the scheduler never learns of the failure, so no job is
+        requeued); each job there restarts in place after detection, swap, restart and a
+        restore from its buddy or disk. The failed node joins the pool after repair."""
+        recovery = self.config.recovery
+        workloads = list(self.on_node[node])
+        accel = self.type_of[node]
+        if recovery is None or not workloads or self.spares.get(accel, 0) <= 0:
+            return False
+        if any(w not in self.jobs for w in workloads):
+            return False  # an inference replica there: the ordinary path
+        self.spares[accel] -= 1
+        self.spare_swaps += 1
+        self.node_failures += 1
+        for workload in workloads:
+            job = self.jobs[workload]
+            if job.state != RUNNING:
+                continue
+            source = self._restore_source(job, node)
+            self._close_segment(job, keep=False, cause="failure")
+            job.interruptions += 1
+            self.restores[source.value] = self.restores.get(source.value, 0) + 1
+            self._start_segment(job, recovery.swapped(source))
+        self.memory_lost[node] = self.now
+        self._push(self.now + self.config.faults.repair, _SPARE, accel)
+        return True
+
     def _detect(self, node: str) -> None:
         if node in self.dead:
             self._set_health(node, Health.FAILED)
 
     def _repair(self, node: str) -> None:
         self.dead.discard(node)
+        self.memory_lost[node] = self.now
         faults = self.config.faults
         recent = [t for t in self.failures.get(node, ()) if t > self.now - faults.cordon_window]
         if faults.cordon_after and len(recent) >= faults.cordon_after:
@@ -597,7 +695,7 @@ class Engine:
             if job is None:
                 self._refresh_serving(self.services[workload])  # its replicas here serve again
             elif job.state == CRASHED and not self._on_dead_node(workload):
-                self._start_segment(job, self.config.restart.restart)
+                self._start_segment(job, self._restart_overhead(job))
 
     def _set_health(self, node: str, health: Health) -> None:
         slot = self.scheduler.cluster.slot(node)
@@ -715,6 +813,8 @@ class Engine:
                 self._detect(key)
             elif kind == _REPAIR:
                 self._repair(key)
+            elif kind == _SPARE:
+                self.spares[key] += 1
             if progress is not None and at >= next_report:
                 progress(at)
                 next_report = at + report_every
@@ -743,3 +843,17 @@ class Engine:
             self.total.useful_area += level.area
         for queue, level in self._useful_by_queue.items():
             self.by_queue[queue].useful_area += level.area
+
+
+def _hold_spares(built: Built, per_type: int) -> tuple[Built, dict[str, int]]:
+    """``per_type`` nodes of each accelerator type (the last ones: a spare rack) taken out
+    of the cluster the scheduler sees, as hot spares."""
+    held: dict[str, int] = {}
+    keep: list[Node] = []
+    for node in reversed(built.nodes):
+        if held.get(node.accel_type, 0) < per_type:
+            held[node.accel_type] = held.get(node.accel_type, 0) + 1
+        else:
+            keep.append(node)
+    keep.reverse()
+    return dataclasses.replace(built, nodes=keep), held

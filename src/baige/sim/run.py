@@ -22,6 +22,7 @@ from baige.sim.engine import Engine, EngineConfig, FaultModel, RestartCosts
 from baige.sim.inflation import InflationResult, run_inflation
 from baige.sim.policies import get_policy
 from baige.sim.progress import Checkpointing
+from baige.sim.recovery import checkpoint_stall, recovery_for
 from baige.sim.scenario import LoadedScenario, Mode, Passes
 from baige.sim.summary import summarize
 
@@ -70,9 +71,10 @@ def engine_config(loaded: LoadedScenario, *, verify: bool = False) -> EngineConf
         seed=scenario.seed,
         interval=scenario.scheduler.interval,
         every_interval=scenario.scheduler.passes is Passes.EVERY_INTERVAL,
-        checkpointing=Checkpointing(training.checkpoint.interval, training.checkpoint.stall),
+        checkpointing=Checkpointing(training.checkpoint_interval, checkpoint_stall(loaded)),
         checkpoint_on_preemption=training.checkpoint.on_preemption,
         restart=restart_costs(loaded),
+        recovery=recovery_for(loaded),
         faults=FaultModel(
             faults.node_failures_per_1000_node_days,
             faults.repair,
@@ -100,7 +102,17 @@ class MeasuredRestart(BaseModel):
 
 
 def restart_costs(loaded: LoadedScenario) -> RestartCosts:
-    """The scenario's restart costs, or those of the measured model it names."""
+    """The scenario's restart costs, or those of the measured model it names, or those of
+    its recovery model (``training.recovery``: a restart from disk after a requeue; the
+    engine charges swaps and buddy restores itself)."""
+    recovery = recovery_for(loaded)
+    if recovery is not None:
+        return RestartCosts(
+            recovery.detection,
+            recovery.reschedule,
+            recovery.restart,
+            recovery.restore(recovery.after_node_loss),
+        )
     restart = loaded.scenario.training.restart
     if restart.measured is None:
         return RestartCosts(

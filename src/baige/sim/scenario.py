@@ -33,6 +33,7 @@ __all__ = [
     "Mode",
     "NodeGroup",
     "QueueQuotaSpec",
+    "RecoverySpec",
     "RestartSpec",
     "Scenario",
     "SchedulerSpec",
@@ -150,6 +151,8 @@ class JobClass(_Model):
     types: list[TypeName] = Field(default_factory=list)  # accepted, preferred first; [] = any
     time_limit: float = Field(default=0.0, ge=0)  # declared limit as a multiple of run time
     topology: Literal["any", "block", "rack", "node"] = "any"
+    # may one job's replicas span several accepted types (a TrainingJob's accelerators.mix)
+    mix: Literal["never", "allowed", "required"] = "never"
 
 
 class SyntheticJobs(_Model):
@@ -240,8 +243,11 @@ class WorkloadSpec(_Model):
 
 class CheckpointSettings(_Model):
     interval: DurationSeconds = Field(default=1800.0, ge=0)  # 0: never checkpoints
-    stall: DurationSeconds = Field(default=30.0, ge=0)  # training blocked while saving
+    # training blocked while saving; absent: the recovery model's checkpoint_stall, else 30 s
+    stall: DurationSeconds | None = Field(default=None, ge=0)
     on_preemption: bool = False  # a preempted (or resized) job saves before it stops
+    # step-granular saves: every this many steps of ``training.step_time`` (replaces interval)
+    every_steps: Positive | None = None
 
 
 class RestartSpec(_Model):
@@ -258,9 +264,38 @@ class RestartSpec(_Model):
     measured: str | None = None
 
 
+class RecoverySpec(_Model):
+    """Node failures recovered as a measured model says (``baige.sim.recovery``): ``model``
+    names its JSON file (relative to the scenario); ``spares`` hot spare nodes of each
+    accelerator type are held out of the scheduler and swapped in for a failed node under a
+    training job (no requeue); ``peer``: checkpoints are replicated to a buddy node's memory
+    (a lost node restores from it unless the buddy lost its memory too: then from disk).
+    ``restart`` replaces the model's restart figure (for sweeps)."""
+
+    model: str
+    spares: Count = 0
+    peer: bool = True
+    restart: DurationSeconds | None = Field(default=None, ge=0)
+
+
 class TrainingSpec(_Model):
     checkpoint: CheckpointSettings = Field(default_factory=CheckpointSettings)
     restart: RestartSpec = Field(default_factory=RestartSpec)
+    recovery: RecoverySpec | None = None  # replaces ``restart`` when given
+    step_time: DurationSeconds | None = Field(default=None, gt=0)  # seconds per training step
+
+    @model_validator(mode="after")
+    def _steps(self) -> TrainingSpec:
+        if self.checkpoint.every_steps is not None and self.step_time is None:
+            raise ValueError("checkpoint.every_steps needs step_time (seconds per step)")
+        return self
+
+    @property
+    def checkpoint_interval(self) -> float:
+        """Seconds of progress between saves."""
+        if self.checkpoint.every_steps is not None and self.step_time is not None:
+            return self.checkpoint.every_steps * self.step_time
+        return self.checkpoint.interval
 
 
 class FaultSpec(_Model):

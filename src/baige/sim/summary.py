@@ -121,6 +121,12 @@ def summarize(engine: Engine, *, scenario: str, wall_seconds: float) -> dict[str
             "lost_work_by_cause": _by_cause(engine),
         }
     )
+    if engine.config.recovery is not None:
+        summary["recovery"] = {
+            "spare_nodes": engine.spares_held,
+            "spare_swaps": engine.spare_swaps,
+            "restores_after_failure": dict(sorted(engine.restores.items())),
+        }
     summary.update(_services(engine))
     summary["inference_replicas_started"] = sum(state.started for state in engine.services.values())
     per_queue: dict[str, Any] = {}

@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from baige.api.loader import SpecError, SpecProblem
 from baige.api.yaml_errors import field_path
+from baige.sim.recovery import checkpoint_stall, recovery_for
 from baige.sim.run import restart_costs, run_scenario
 from baige.sim.scenario import LoadedScenario, Mode, Scenario
 
@@ -67,6 +68,7 @@ class YoungDaly:
     optimal_interval_s: float  # √(2δM)
     ettr_at_optimum: float
     ettr_at_interval: float | None  # at the scenario's own interval, when it checkpoints
+    interval_s: float = 0.0  # the scenario's own interval (0: it never checkpoints)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,21 +133,25 @@ def young_daly(loaded: LoadedScenario, nodes: int) -> YoungDaly | None:
     checkpoint."""
     scenario = loaded.scenario
     rate = scenario.faults.node_failures_per_1000_node_days / 1000 / 86400  # per node-second
-    stall = scenario.training.checkpoint.stall
+    stall = checkpoint_stall(loaded)
     if rate <= 0 or nodes <= 0 or stall <= 0:
         return None
     flaky = scenario.faults.flaky_nodes
     rate *= (1 - flaky) + flaky * scenario.faults.flaky_factor  # the mean node's rate
     mtbf = 1 / (rate * nodes)
-    restart = restart_costs(loaded)
-    cost = restart.detection + restart.restart
+    recovery = recovery_for(loaded)
+    if recovery is not None:  # through a spare if there are any, restoring from the buddy
+        cost = recovery.failure_cost()
+    else:
+        restart = restart_costs(loaded)
+        cost = restart.detection + restart.restart
     optimum = math.sqrt(2 * stall * mtbf)
 
     def ettr(interval: float) -> float:
         waste = stall / interval + (interval / 2 + cost) / mtbf
         return max(0.0, 1 - waste)
 
-    interval = scenario.training.checkpoint.interval
+    interval = scenario.training.checkpoint_interval
     return YoungDaly(
         nodes=nodes,
         mtbf_s=mtbf,
@@ -154,6 +160,7 @@ def young_daly(loaded: LoadedScenario, nodes: int) -> YoungDaly | None:
         optimal_interval_s=optimum,
         ettr_at_optimum=ettr(optimum),
         ettr_at_interval=ettr(interval) if interval > 0 else None,
+        interval_s=interval,
     )
 
 
