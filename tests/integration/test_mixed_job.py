@@ -68,7 +68,8 @@ def test_baige_run_trains_with_the_planned_split(
     make_platform, sqlite_url: str, tmp_path: Path
 ) -> None:
     """The example trainer under ``baige run``, one replica on each type: every rank joins
-    with baige.train.hetero from the plan Baige wrote, and the job finishes."""
+    with baige.train.hetero from the plan Baige wrote; the rank on the slower type is killed
+    mid-run, both replicas' groups restart and resume from memory, and the job finishes."""
     running = make_platform(sqlite_url, nodes=1, accel="h100:1,a100-80g:1")
     client = running.client()
     out = tmp_path / "out.json"
@@ -81,8 +82,9 @@ replicas: 2
 accelerators: {{count: 1, types: [h100, a100-80g], mix: allowed}}
 batch: {{size: 16, micro_batch: 2}}
 working_dir: {REPO}
+env: {{BAIGE_FAULT: "kill:rank=1:step=7"}}
 command: [{python}, -m, baige.runtime, --nproc-per-node, "1", --, {python},
-          examples/runtime/train_hetero.py, --steps, "6", --save-every, "3", --out, {out}]
+          examples/runtime/train_hetero.py, --steps, "12", --save-every, "3", --out, {out}]
 """
     job = client.submit(load_specs(spec)[0]).id  # type: ignore[arg-type]
     wait_for(lambda: client.job(job).phase in ("succeeded", "failed"), timeout=120)
@@ -92,4 +94,7 @@ command: [{python}, -m, baige.runtime, --nproc-per-node, "1", --, {python},
     for rank, accel in enumerate(("h100", "a100-80g")):
         local = plan.ranks[rank].samples
         assert f"rank={rank}/2 type={accel} local_batch={local} of 16" in output
-    assert json.loads(out.read_text())["step"] == 5
+    assert json.loads(out.read_text())["step"] == 11
+    assert "rank=1 restored step=5 source=memory" in output
+    reasons = [e.reason for e in client.events(job)]
+    assert "Recovery" in reasons, reasons
