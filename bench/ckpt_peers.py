@@ -30,7 +30,8 @@ What is measured (s = seconds, lower is better):
   DCP ``load`` and Baige ``load(template=...)`` fill existing ones. Baige verifies every
   CRC-32 on the way; the others verify nothing.
 
-    python bench/ckpt_peers.py [--sizes 0.5 1 2] [--rounds 3] [--disk DIR] [--no-dlrover]
+    python bench/ckpt_peers.py [--sizes 0.5 1 2] [--rounds 5] [--disk DIR] [--no-dlrover]
+    python bench/ckpt_peers.py --quick --no-dlrover   # a smoke run (the tests run it)
 """
 
 from __future__ import annotations
@@ -142,6 +143,15 @@ def drop_cache(path: Path) -> None:
 
 
 def one_size(size_gb: float, rounds: int, disk: Path, use_dlrover: bool) -> dict[str, Any]:
+    """Measure every method at one size; whatever happens, free the shared memory and stop
+    the persisters and DLRover's saver (callbacks run last-registered first)."""
+    with contextlib.ExitStack() as cleanup:
+        return _one_size(size_gb, rounds, disk, use_dlrover, cleanup)
+
+
+def _one_size(
+    size_gb: float, rounds: int, disk: Path, use_dlrover: bool, cleanup: contextlib.ExitStack
+) -> dict[str, Any]:
     import torch  # noqa: PLC0415
     import torch.distributed as dist  # noqa: PLC0415
     import torch.distributed.checkpoint as dcp  # noqa: PLC0415
@@ -154,6 +164,22 @@ def one_size(size_gb: float, rounds: int, disk: Path, use_dlrover: bool) -> dict
         os.environ.setdefault(key, value)
     store = dist.FileStore(str(disk / "store"), 1)
     dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    # DLRover names its sockets (/tmp/ckpt_sock/<run id>/) and shared memory after the run
+    # id: a fresh one keeps a stale or concurrent run's files out of the way. Its saver is
+    # a forked process, started first, while this process is small and has no other work.
+    run_id = f"baige-bench-{os.getpid()}"
+    os.environ["TORCHELASTIC_RUN_ID"] = run_id
+    cleanup.callback(shutil.rmtree, Path("/tmp/ckpt_sock") / run_id, ignore_errors=True)
+    cleanup.callback(lambda: [p.unlink(missing_ok=True) for p in SHM.glob(f"{run_id}_*")])
+    dl: Any = None
+    if use_dlrover:
+        from dlrover.trainer.torch.flash_checkpoint.ddp import (  # noqa: PLC0415
+            DdpCheckpointer,
+            StorageType,
+        )
+
+        dl = DdpCheckpointer(str(disk / "dlrover"))
+        cleanup.callback(dl._engine.close)
 
     state = make_state(size_gb * GB)
     targets = tree_map(torch.zeros_like, state)  # touched: zeros are written
@@ -169,16 +195,11 @@ def one_size(size_gb: float, rounds: int, disk: Path, use_dlrover: bool) -> dict
 
     shm = Path(tempfile.mkdtemp(prefix="baige-peers-", dir=SHM))
     other_shm = Path(tempfile.mkdtemp(prefix="baige-peers-disk-", dir=SHM))
+    for folder in (shm, other_shm):
+        cleanup.callback(shutil.rmtree, folder, ignore_errors=True)
     ck = Checkpointer(disk / "baige", shm_dir=shm, keep=1)
-    dl: Any = None
+    cleanup.callback(ck.close)
     tracker = disk / "dlrover" / "dlrover_latest.txt"
-    if use_dlrover:
-        from dlrover.trainer.torch.flash_checkpoint.ddp import (  # noqa: PLC0415
-            DdpCheckpointer,
-            StorageType,
-        )
-
-        dl = DdpCheckpointer(str(disk / "dlrover"))
     torch_file = disk / "torch.pt"
     dcp_dir = disk / "dcp"
     step = 0
@@ -207,11 +228,14 @@ def one_size(size_gb: float, rounds: int, disk: Path, use_dlrover: bool) -> dict
         dl.save_checkpoint(step, state, str(disk / "dlrover" / f"{step}.pt"),
                            storage_type=StorageType.DISK)  # fmt: skip
         record("save.dlrover", time.perf_counter() - t0)
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
+        deadline = time.monotonic() + 180
+        while True:
             with contextlib.suppress(OSError, ValueError):
                 if int(tracker.read_text().strip() or -1) == step:
                     break
+            if time.monotonic() > deadline:  # its saver process died (e.g. out of memory)
+                raise RuntimeError(f"DLRover's saver did not persist step {step} in 180 s; "
+                                   "rerun with --no-dlrover")  # fmt: skip
             time.sleep(0.002)
         record("durable.dlrover", time.perf_counter() - t0)
         for old in (disk / "dlrover").glob("*.pt"):
@@ -329,14 +353,9 @@ def one_size(size_gb: float, rounds: int, disk: Path, use_dlrover: bool) -> dict
     play([m_copy_restore, m_baige_mem] + ([m_dlrover_mem] if dl is not None else []), rounds)
     os.sync()
     disk_ck = Checkpointer(disk / "baige", shm_dir=other_shm, keep=1)
+    cleanup.callback(disk_ck.close)
     play(disk_methods(cold=False), rounds)
     play(disk_methods(cold=True), rounds)
-    disk_ck.close()
-    ck.close()
-    if dl is not None:
-        dl._engine.close()
-    for folder in (shm, other_shm):
-        shutil.rmtree(folder, ignore_errors=True)
     return {"size_gb": size_gb, "bytes": total, "tensors": len(flat_src), "runs": runs}
 
 
@@ -399,14 +418,18 @@ def report(result: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=float, nargs="+", default=[0.5, 1, 2])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--disk", type=Path, default=None, help="local disk folder")
     parser.add_argument("--no-dlrover", action="store_true")
     parser.add_argument("--dlrover-dir", type=Path,
                         default=Path(tempfile.gettempdir()) / "baige-bench-dlrover")  # fmt: skip
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: 0.05 GB, one round after the warm-up")  # fmt: skip
     parser.add_argument("--one", type=float, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.quick:
+        args.sizes, args.rounds = [0.05], 1
     if args.one is not None:
         disk = Path(tempfile.mkdtemp(prefix="baige-peers-", dir=args.disk))
         try:
@@ -429,6 +452,7 @@ def main() -> None:
     print(f"{os.cpu_count()} CPUs; /dev/shm free {shutil.disk_usage(SHM).free / GB:.1f} GB; "
           f"DLRover {'on' if use_dlrover else 'off'}")  # fmt: skip
     results = []
+    failed = False
     for size in args.sizes:
         cmd = [sys.executable, __file__, "--one", str(size), "--rounds", str(args.rounds)]
         if args.disk:
@@ -438,6 +462,7 @@ def main() -> None:
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
         if proc.returncode != 0:
             print(f"\n{size:g} GB: failed (exit {proc.returncode})\n{proc.stderr[-3000:]}")
+            failed = True
             continue
         result = json.loads(proc.stdout.strip().splitlines()[-1])
         results.append(result)
@@ -445,6 +470,8 @@ def main() -> None:
         sys.stdout.flush()
     if args.json:
         print(json.dumps(results, indent=1))
+    if failed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ Each size runs in a fresh process so one size's allocations do not colour the ne
 ``torch.save``; memory flat across saves. Never a timed assertion in tests.
 
     python bench/ckpt_save.py [--sizes 0.5 1 2] [--repeat 5] [--disk DIR]
+    python bench/ckpt_save.py --quick   # a smoke run (the tests run it)
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def median_of(fn: Callable[[], float], repeat: int) -> tuple[float, list[float]]
     return statistics.median(runs), runs
 
 
-def one_size(size_gb: float, repeat: int, disk: Path) -> dict[str, Any]:
+def one_size(size_gb: float, repeat: int, disk: Path, memory_saves: int = 20) -> dict[str, Any]:
     nbytes = size_gb * GB
     need_shm = 2 * nbytes * 1.01
     free_shm = shutil.disk_usage(SHM).free
@@ -231,7 +232,7 @@ def one_size(size_gb: float, repeat: int, disk: Path) -> dict[str, Any]:
     # job whose checkpoint interval exceeds the persist time does).
     persister = int(next(shm.glob("*/r00000.pid")).read_text())
     memory = []
-    for step in range(100, 120):
+    for step in range(100, 100 + memory_saves):
         ck.save(step, state)
         ck.wait()
         info = meminfo()
@@ -286,7 +287,7 @@ def report(r: dict[str, Any]) -> None:
         values = [m[key] for m in mem]
         return f"{values[0] / GB:6.2f} -> {values[-1] / GB:6.2f} GB (max {max(values) / GB:.2f})"
 
-    print(f"  20 saves: Shmem        {span('shmem')}")
+    print(f"  {len(mem)} saves: Shmem        {span('shmem')}")
     print(f"            trainer RSS  {span('trainer_rss')}")
     print(f"            persister RSS {span('persister_rss')}")
     print(f"            MemAvailable {span('available')}")
@@ -302,6 +303,9 @@ def main() -> None:
     parser.add_argument("--one", type=float, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help="print raw results as JSON too")
     parser.add_argument(
+        "--quick", action="store_true", help="a smoke run: 0.02 GB, 2 rounds, 3 memory saves"
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=1,
@@ -309,11 +313,15 @@ def main() -> None:
         "and spinning OpenMP threads make every copy erratic on a shared 2-core machine)",
     )
     args = parser.parse_args()
+    if args.quick:
+        args.sizes, args.repeat = [0.02], 2
+    if args.repeat < 1:
+        parser.error(f"--repeat must be >= 1, got {args.repeat}")
     torch.set_num_threads(args.threads)
     if args.one is not None:
         disk = Path(tempfile.mkdtemp(prefix="baige-bench-", dir=args.disk))
         try:
-            print(json.dumps(one_size(args.one, args.repeat, disk)))
+            print(json.dumps(one_size(args.one, args.repeat, disk, 3 if args.quick else 20)))
         finally:
             shutil.rmtree(disk, ignore_errors=True)
         return
@@ -321,20 +329,24 @@ def main() -> None:
           f"{os.cpu_count()} CPUs; /dev/shm free {shutil.disk_usage(SHM).free / GB:.1f} GB, "
           f"MemAvailable {meminfo()['MemAvailable'] / GB:.1f} GB")  # fmt: skip
     results = []
+    failed = False
     for size in args.sizes:
         cmd = [sys.executable, __file__, "--one", str(size), "--repeat", str(args.repeat)]
-        cmd += ["--threads", str(args.threads)]
+        cmd += ["--threads", str(args.threads), *(["--quick"] if args.quick else [])]
         if args.disk:
             cmd += ["--disk", str(args.disk)]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             print(f"\n{size:g} GB: failed (exit {proc.returncode})\n{proc.stderr[-2000:]}")
+            failed = True
             continue
         result = json.loads(proc.stdout.strip().splitlines()[-1])
         results.append(result)
         report(result)
     if args.json:
         print(json.dumps(results, indent=1))
+    if failed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

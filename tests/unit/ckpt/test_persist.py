@@ -137,8 +137,8 @@ def test_restore_fills_the_templates_tensors_in_place(tmp_path: Path) -> None:
 def test_a_memory_slot_whose_bytes_changed_fails_its_crc(
     impl: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Both ways of checking a slot (fused with the copy when the CRC is fast, on worker
-    threads with plain zlib) catch one changed byte, and pass an intact slot."""
+    """Both ways of checking a slot (one CRC worker beside the copy when the CRC is fast,
+    two with plain zlib) catch one changed byte, and pass an intact slot."""
     if impl == "zlib":
         monkeypatch.setattr(restore, "CRC32_IMPL", "zlib")
     mm, rec = slot_of(STATE, 5)
