@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 .PHONY: run test lint typecheck unit bench clean
 CHROMIUM := /usr/bin/chromium
 SLURMCTLD := /usr/sbin/slurmctld
+IPROUTE := /usr/sbin/tc
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,7 +48,13 @@ $(SLURMCTLD):
 			slurm-wlm slurmd slurmctld slurm-client munge; \
 	else echo "Slurm is missing: run 'sudo apt-get install slurm-wlm munge' for its tests"; fi
 
-unit: $(VENV)/.installed-test $(CHROMIUM) $(SLURMCTLD)
+# `baige diagnose`'s test builds a network of namespaces shaped with tc (Debian's iproute2).
+$(IPROUTE):
+	@if [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2; \
+	else echo "iproute2 is missing: run 'sudo apt-get install iproute2' for the network tests"; fi
+
+unit: $(VENV)/.installed-test $(CHROMIUM) $(SLURMCTLD) $(IPROUTE)
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.installed-test

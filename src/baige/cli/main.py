@@ -12,6 +12,7 @@ from typer.exceptions import TyperException
 from baige import __version__
 from baige.api import SpecError, load_spec_file
 from baige.cli import control, fault, sim
+from baige.cli import diagnose as diagnose_cli
 from baige.cli import plan as plan_cli
 from baige.cli import run as run_cli
 from baige.cli.output import error_json, print_json, print_table, say
@@ -28,6 +29,7 @@ app = typer.Typer(
 app.add_typer(sim.app, name="sim")
 app.add_typer(fault.app, name="fault")
 app.command(name="plan")(plan_cli.plan)
+app.command(name="diagnose")(diagnose_cli.diagnose)
 # `baige run [OPTIONS] -- python train.py ...`: options after the script are the script's
 app.command(name="run", context_settings=run_cli.CONTEXT_SETTINGS)(run_cli.run)
 for _command in (
