@@ -55,6 +55,7 @@ __all__ = ["Checkpointer", "Restored", "SaveStats", "Skipped", "Status"]
 log = logging.getLogger("baige.ckpt")
 
 _MIB = 1 << 20
+ENV_SHM_DIR = "BAIGE_CKPT_SHM_DIR"  # where slots live when shm_dir is not given
 _PKL_HEADROOM = 4 * _MIB
 
 
@@ -131,7 +132,10 @@ class Checkpointer:
         self.linger_s = linger_s
         self.writer = writer or DiskWriter()
         self.process_group = process_group
-        self.peer = peer
+        # under `baige run --peer-*` a plain Checkpointer(dir) replicates to the buddy
+        self.peer = peer if peer is not None else PeerConfig.from_env()
+        if shm_dir is None:  # BAIGE_CKPT_SHM_DIR: tests give each emulated node its own
+            shm_dir = os.environ.get(ENV_SHM_DIR) or None
         shm_root = Path(shm_dir) if shm_dir is not None else DEFAULT_SHM_ROOT
         if not shm_root.is_dir():
             raise CheckpointError(f"shm_dir {shm_root} is not a directory (a tmpfs like /dev/shm)")

@@ -29,10 +29,11 @@ import contextlib
 import json
 import logging
 import mmap
+import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -81,6 +82,14 @@ class PushAborted(PeerError):
     """The snapshot's source changed before it was fully sent; nothing was stored."""
 
 
+# What ``baige run --peer-*`` sets for its workers (read by ``PeerConfig.from_env``).
+ENV_PEER_JOB = "BAIGE_PEER_JOB"
+ENV_PEER_SECRET_FILE = "BAIGE_PEER_SECRET_FILE"
+ENV_PEER_BUDDY = "BAIGE_PEER_BUDDY"
+ENV_PEER_FETCH_FROM = "BAIGE_PEER_FETCH_FROM"
+ENV_PEER_SOURCE_HOST = "BAIGE_PEER_SOURCE_HOST"
+
+
 @dataclass(frozen=True)
 class PeerConfig:
     """Where a rank's snapshots go and where a restarted rank looks for them.
@@ -122,6 +131,30 @@ class PeerConfig:
             connect_timeout_s=self.connect_timeout_s,
             source_host=self.source_host,
         )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> PeerConfig | None:
+        """The peer settings ``baige run --peer-*`` hands its workers, or None when the run
+        has none (no ``BAIGE_PEER_SECRET_FILE``): so a script's plain ``Checkpointer(dir)``
+        replicates to the buddy under ``baige run`` without a line of its own."""
+        env = os.environ if environ is None else environ
+        secret = env.get(ENV_PEER_SECRET_FILE)
+        if not secret:
+            return None
+        job = env.get(ENV_PEER_JOB) or env.get("BAIGE_WORKLOAD_ID") or env.get("BAIGE_RUN_ID")
+        if not job:
+            raise ValueError(f"{ENV_PEER_SECRET_FILE} is set but {ENV_PEER_JOB} is not")
+        fetch = tuple(a for a in env.get(ENV_PEER_FETCH_FROM, "").split(",") if a)
+        try:
+            return cls(
+                job=job,
+                secret_file=secret,
+                buddy=env.get(ENV_PEER_BUDDY) or None,
+                fetch_from=fetch,
+                source_host=env.get(ENV_PEER_SOURCE_HOST) or None,
+            )
+        except (PeerError, ValueError) as exc:
+            raise ValueError(f"the BAIGE_PEER_* settings: {exc}") from None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

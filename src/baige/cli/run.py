@@ -86,6 +86,13 @@ def run(
             "nodes, off with one; 0: off).",
         ),
     ] = None,
+    node_timeout: Annotated[
+        float,
+        typer.Option(
+            "--node-timeout",
+            help="Seconds before a silent node leaves the rendezvous (>= 3; torch: 15).",
+        ),
+    ] = 15.0,
     monitor_interval: Annotated[
         float, typer.Option("--monitor-interval", help="Seconds between looks at the workers.")
     ] = 0.25,
@@ -105,6 +112,30 @@ def run(
     quiet: Annotated[
         bool, typer.Option("--quiet", help="Workers' output to the log files only.")
     ] = False,
+    peer_secret_file: Annotated[
+        str,
+        typer.Option(
+            "--peer-secret-file",
+            help="The job's secret: turns on peer-memory checkpoints (see --peer-bind).",
+        ),
+    ] = "",
+    peer_bind: Annotated[
+        str,
+        typer.Option("--peer-bind", help="HOST:PORT where this node holds a buddy's checkpoints."),
+    ] = "",
+    peer_buddy: Annotated[
+        str, typer.Option("--peer-buddy", help="HOST:PORT this node's ranks push snapshots to.")
+    ] = "",
+    peer_fetch_from: Annotated[
+        str,
+        typer.Option(
+            "--peer-fetch-from",
+            help="HOST:PORT,… a restarted rank restores from (default: the buddy).",
+        ),
+    ] = "",
+    peer_max_bytes: Annotated[
+        str, typer.Option("--peer-max-bytes", help="Memory for buddies' snapshots, e.g. 64G.")
+    ] = "16G",
 ) -> None:
     """Run a training command fault-tolerantly: restart on crashes and hangs, flag slow ranks.
 
@@ -142,7 +173,25 @@ def run(
             progress_every_s=progress_every,
             fault=fault,
             tee=not quiet,
+            peer=None,
+            node_timeout_s=node_timeout,
         )
+        if peer_secret_file or peer_bind or peer_buddy or peer_fetch_from:
+            from dataclasses import replace  # noqa: PLC0415
+
+            from baige.runtime.peer import PeerRun  # noqa: PLC0415
+
+            if not peer_secret_file:
+                raise UsageError("--peer-bind/--peer-buddy need --peer-secret-file")
+            fetch = tuple(a.strip() for a in peer_fetch_from.split(",") if a.strip())
+            peer = PeerRun(
+                secret_file=peer_secret_file,
+                bind=peer_bind,
+                buddy=peer_buddy,
+                fetch_from=fetch,
+                max_bytes=peer_max_bytes,
+            )
+            config = replace(config, peer=peer)
         outcome = launch(config)
     except (UsageError, ValueError) as err:
         typer.echo(f"baige run: error: {err}", err=True)

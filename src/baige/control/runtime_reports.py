@@ -47,6 +47,7 @@ _SHOWN = {  # event -> (event type, reason) for the job's event list; the rest o
     "restart": ("RunRestarting", "Fault"),
     "restored": ("Restored", "Recovery"),
     "straggler": ("Straggler", "SlowRank"),
+    "network_suspect": ("NetworkSuspect", "SlowNetwork"),
     "node_reported": ("NodeReported", "SlowRank"),
     "node_excluded": ("NodeExcluded", "Fault"),
     "run_finished": ("RunFinished", "BaigeRun"),

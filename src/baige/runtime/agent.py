@@ -17,6 +17,9 @@ tell, in its monitoring hook, every ``monitor_interval``:
   stops with a message that says what the script must do;
 - stragglers: flagged per window; after ``straggler_report_after`` windows in a row the node
   is reported (for cordoning);
+- network suspects: a rank whose collectives slow down while its compute does not (from
+  the collective times ``Progress.comm()`` puts in the beacons) is reported as
+  ``network_suspect``, not as a straggler;
 - recovery: the first step of a restarted group is the ``restored`` event, with the steps
   lost and the seconds from detection to training again;
 - exclusion: after ``max_node_failures`` faults attributable to this node (a rank killed by a
@@ -60,13 +63,20 @@ from baige.runtime.events import EventLog
 from baige.runtime.faults import fired_faults, ledger_dir
 from baige.runtime.relay import StderrRelay, exception_line
 from baige.runtime.stacks import dump_stacks, innermost_frame, stacks_path
-from baige.runtime.watch import Hang, NoProgress, Straggler, Watch, WatchConfig
+from baige.runtime.watch import (
+    Hang,
+    NetworkSuspect,
+    NoProgress,
+    Straggler,
+    Watch,
+    WatchConfig,
+)
 
 __all__ = ["AgentSettings", "BaigeAgent"]
 
 log = logging.getLogger("baige.runtime")
 
-_MATCH = {"crash": "kill", "hang": "hang", "straggler": "slow"}
+_MATCH = {"crash": "kill", "hang": "hang", "straggler": "slow", "network_suspect": "netslow"}
 _TAIL_BYTES = 4096
 
 
@@ -289,6 +299,8 @@ class BaigeAgent(LocalElasticAgent):
         for finding in self.watch.check(now, beacons):
             if isinstance(finding, Straggler):
                 self._on_straggler(finding)
+            elif isinstance(finding, NetworkSuspect):
+                self._on_network_suspect(finding)
             elif isinstance(finding, Hang):
                 verdict = self._on_hang(finding, beacons, now)
             elif isinstance(finding, NoProgress):
@@ -355,6 +367,10 @@ class BaigeAgent(LocalElasticAgent):
                 step=min(b.step for b in stepped),
                 startup_s=round(now - self.watch.attempt_start, 3),
             )
+            if any(b.restored_step >= 0 for b in stepped) and self._detected_at is None:
+                # a node that joined a running job (a spare in place of a lost node): its
+                # ranks restored someone's state; its recovery counts from its own start
+                self._detected_at = self.watch.attempt_start
         if all_stepped and self._detected_at is not None:
             self._on_restored(now, stepped)
         every = self.settings.progress_every_s
@@ -636,6 +652,38 @@ class BaigeAgent(LocalElasticAgent):
                 message=f"rank {s.rank} on node {self.events.node} was {s.ratio:.1f}x slower "
                 f"than the others for {s.count} windows in a row; cordon the node",
             )
+
+    def _on_network_suspect(self, s: NetworkSuspect) -> None:
+        report_after = self.settings.watch.straggler_report_after
+        if s.count not in (1, report_after) and s.count % 12:
+            return  # as for stragglers: when it starts, when it persists, then every 12th
+        injected = self._injection("network_suspect", (s.rank,)) if s.count == 1 else None
+        detect_s = None
+        if injected is not None and isinstance(injected.get("ts"), int | float):
+            detect_s = round(time.time() - float(injected["ts"]), 3)
+        message = (
+            f"rank {s.rank} on node {self.events.node}: its collectives take {s.ratio:.1f}x "
+            f"the others' ({s.own_s * 1e3:.2f} ms against {s.others_s * 1e3:.2f} ms each, "
+            f"waiting for peers left out) while its compute is {s.busy_ratio:.2f}x theirs: "
+            "suspect its network link, not its chip"
+        )
+        self.events.emit(
+            "network_suspect",
+            attempt=self._attempt,
+            rank=s.rank,
+            ratio=round(s.ratio, 3),
+            own_s=round(s.own_s, 6),
+            others_s=round(s.others_s, 6),
+            busy_ratio=round(s.busy_ratio, 3),
+            comm_per_step_s=round(s.comm_per_step_s, 6),
+            samples=s.samples,
+            step=s.step,
+            count=s.count,
+            detect_s=detect_s,
+            injected=injected.get("fault") if injected else None,
+            message=message,
+        )
+        log.warning("baige run: %s (%d in a row)", message, s.count)
 
     def _dump(self, beacons: Mapping[int, Beacon]) -> dict[int, str]:
         pids = {r: self._pids[r] for r, b in beacons.items() if b.attached and r in self._pids}

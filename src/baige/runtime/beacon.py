@@ -26,6 +26,7 @@ from typing import Any
 
 __all__ = [
     "BEACON_SIZE",
+    "COMM_MARKS",
     "Beacon",
     "BeaconError",
     "BeaconReader",
@@ -45,8 +46,12 @@ _SEQ_AT = _HEADER.size
 _SEQ_INDEX = _SEQ_AT // 8  # the sequence word as a native 8-byte item: one aligned store
 assert _SEQ_AT % 8 == 0
 # pid, state, source, step, n_steps, total_steps, restored_step,
-# t_attach, t_first, t_last, busy_total, wall_last, loss
-_BODY = struct.Struct("<qiiqqqqdddddd")
+# t_attach, t_first, t_last, busy_total, wall_last, loss,
+# then (appended, so the fields above keep their offsets; a beacon of an older writer reads
+# zeros here) comm_total, comm_count, and the last COMM_MARKS collectives' (enter, exit)
+# times, collective number n in slot n % COMM_MARKS
+COMM_MARKS = 4
+_BODY = struct.Struct("<qiiqqqqdddddd" + "dq" + "dd" * COMM_MARKS)
 _BODY_AT = _SEQ_AT + _SEQ.size
 BEACON_SIZE = 256
 assert _BODY_AT + _BODY.size <= BEACON_SIZE
@@ -72,10 +77,12 @@ class Source(IntEnum):
     MEMORY = 1
     DISK = 2
     OTHER = 3
+    BUDDY = 4  # a peer node's memory (baige.ckpt peer-memory checkpoints)
 
     @classmethod
     def parse(cls, text: str) -> Source:
-        return {"": cls.NONE, "memory": cls.MEMORY, "disk": cls.DISK}.get(text, cls.OTHER)
+        known = {"": cls.NONE, "memory": cls.MEMORY, "disk": cls.DISK, "buddy": cls.BUDDY}
+        return known.get(text, cls.OTHER)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +105,11 @@ class Beacon:
     busy_total: float  # CPU (or reported compute) seconds summed over the steps reported
     wall_last: float  # seconds between the last two steps
     loss: float
+    # time in collectives, as timed by ``Progress.comm()`` (or reported as ``comm_s``)
+    comm_total: float = 0.0
+    comm_count: int = 0  # collectives timed by ``Progress.comm()`` in this attempt
+    # (n, enter, exit) of the last few timed collectives (monotonic: one clock per host)
+    comm_last: tuple[tuple[int, float, float], ...] = ()
 
     @property
     def attached(self) -> bool:
@@ -122,7 +134,10 @@ def create_beacon(directory: Path, rank: int, attempt: int) -> Path:
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     data = bytearray(BEACON_SIZE)
     _HEADER.pack_into(data, 0, _MAGIC, _VERSION, rank, attempt)
-    _BODY.pack_into(data, _BODY_AT, 0, State.CREATED, 0, -1, 0, -1, -1, 0, 0, 0, 0, 0, math.nan)
+    _BODY.pack_into(
+        data, _BODY_AT, 0, State.CREATED, 0, -1, 0, -1, -1, 0, 0, 0, 0, 0, math.nan, 0, 0,
+        *([0.0] * 2 * COMM_MARKS),
+    )  # fmt: skip
     tmp.write_bytes(bytes(data))
     tmp.replace(path)
     return path
@@ -171,6 +186,17 @@ class BeaconWriter:
         self.busy_total = 0.0
         self.wall_last = 0.0
         self.loss = math.nan
+        self.comm_total = 0.0
+        self.comm_count = 0
+        self.comm_marks = [0.0] * (2 * COMM_MARKS)  # enter, exit per slot
+
+    def mark_comm(self, enter: float, leave: float) -> None:
+        """Record one timed collective (publish to make it visible)."""
+        self.comm_count += 1
+        slot = 2 * (self.comm_count % COMM_MARKS)
+        self.comm_marks[slot] = enter
+        self.comm_marks[slot + 1] = leave
+        self.comm_total += leave - enter
 
     def publish(self) -> None:
         mm, words = self._mm, self._words
@@ -192,6 +218,9 @@ class BeaconWriter:
             self.busy_total,
             self.wall_last,
             self.loss,
+            self.comm_total,
+            self.comm_count,
+            *self.comm_marks,
         )
         self._seq += 1
         words[_SEQ_INDEX] = self._seq
@@ -240,7 +269,12 @@ class BeaconReader:
 
     def _decode(self, seq: int, body: tuple[Any, ...]) -> Beacon:
         pid, state, source, step, n_steps, total, restored, *times = body
-        t_attach, t_first, t_last, busy, wall_last, loss = times
+        t_attach, t_first, t_last, busy, wall_last, loss, comm_total, comm_count = times[:8]
+        marks = times[8:]
+        last = []
+        for n in range(max(1, comm_count - COMM_MARKS + 1), comm_count + 1):
+            slot = 2 * (n % COMM_MARKS)
+            last.append((n, marks[slot], marks[slot + 1]))
         return Beacon(
             rank=self.rank,
             attempt=self.attempt,
@@ -258,6 +292,9 @@ class BeaconReader:
             busy_total=busy,
             wall_last=wall_last,
             loss=loss,
+            comm_total=comm_total,
+            comm_count=comm_count,
+            comm_last=tuple(last),
         )
 
     def close(self) -> None:

@@ -18,6 +18,8 @@ Every line has ``ts`` (Unix time), ``event``, ``run_id`` and ``node``. The event
 - ``restored``: the first step of a restarted group: step restored, source, ``lost_steps``,
   ``recovery_s`` (detection → training again)
 - ``straggler``: a rank whose compute per step is ``ratio`` times the others' median
+- ``network_suspect``: a rank whose own time in collectives (waiting for late peers left
+  out) is ``ratio`` times the others' while its compute is not slow: its link, not its chip
 - ``node_reported``: a node reported for cordoning (repeated straggling)
 - ``node_excluded``: this node left the job after repeated faults on it
 - ``progress``: step and step rate, every ``--progress-every`` seconds
@@ -49,6 +51,7 @@ EVENT_NAMES: Final = (
     "restart",
     "restored",
     "straggler",
+    "network_suspect",
     "node_reported",
     "node_excluded",
     "progress",

@@ -5,6 +5,8 @@
     kill:rank=1:step=50            SIGKILL rank 1 when it reports step 50
     hang:rank=0:step=80            rank 0 stops inside step 80 (for=SECONDS: a stall that ends)
     slow:rank=2:factor=3           rank 2 computes 3x slower (from step=/at=, for for= seconds)
+    netslow:rank=1:factor=3        rank 1's collectives (timed by ``Progress.comm()``) take 3x
+                                   as long: its network is slow, its compute is not
     kill:rank=1:at=60              time triggers: seconds after the run started
     random:mtbf=60                 faults at exponential intervals (mean 60 s) on random ranks;
                                    kinds=kill+hang+slow, seed=, factor=, for=, start=, count=
@@ -48,12 +50,13 @@ __all__ = [
     "parse_faults",
 ]
 
-Kind = Literal["kill", "hang", "slow"]
-KINDS: tuple[Kind, ...] = ("kill", "hang", "slow")
+Kind = Literal["kill", "hang", "slow", "netslow"]
+KINDS: tuple[Kind, ...] = ("kill", "hang", "slow")  # what random faults choose from
 _ALLOWED: dict[str, frozenset[str]] = {
     "kill": frozenset({"rank", "step", "at"}),
     "hang": frozenset({"rank", "step", "at", "for"}),
     "slow": frozenset({"rank", "step", "at", "factor", "for"}),
+    "netslow": frozenset({"rank", "step", "at", "factor", "for"}),
     "random": frozenset({"mtbf", "kinds", "seed", "factor", "for", "start", "count"}),
 }
 _MAX_RANDOM = 10_000
@@ -82,7 +85,7 @@ class Fault:
             parts.append(f"step={self.step}")
         if self.at is not None:
             parts.append(f"at={self.at:g}")
-        if self.kind == "slow":
+        if self.kind in ("slow", "netslow"):
             parts.append(f"factor={self.factor:g}")
         if self.duration is not None:
             parts.append(f"for={self.duration:g}")
@@ -167,7 +170,7 @@ def _parse_one(spec: str, index: int, where: str) -> Fault | RandomFaults:
     here = f"{where}: fault {spec!r}"
     if kind not in _ALLOWED:
         raise FaultSpecError(
-            f"{here}: unknown kind {kind!r}; expected one of kill, hang, slow, random "
+            f"{here}: unknown kind {kind!r}; expected one of kill, hang, slow, netslow, random "
             "(e.g. kill:rank=1:step=50)"
         )
     values: dict[str, str] = {}
@@ -230,8 +233,8 @@ def _parse_one(spec: str, index: int, where: str) -> Fault | RandomFaults:
             f"{here}: {kind} needs step=N (when that rank reports step N) "
             "or at=SECONDS (after the run started)"
         )
-    if kind == "slow" and "factor" not in nums:
-        raise FaultSpecError(f"{here}: slow needs factor=X (> 1)")
+    if kind in ("slow", "netslow") and "factor" not in nums:
+        raise FaultSpecError(f"{here}: {kind} needs factor=X (> 1)")
     step = nums.get("step")
     return Fault(
         index=index,
@@ -338,6 +341,7 @@ class Injector:
     clock: Callable[[], float] = time.time
     _pending: list[Fault] = field(init=False)
     _slow: list[tuple[float, float]] = field(init=False, default_factory=list)
+    _netslow: list[tuple[float, float]] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
         fired = fired_faults(self.ledger) if self.ledger is not None else {}
@@ -349,16 +353,27 @@ class Injector:
             record = fired.get(fault.index)
             if record is None:
                 self._pending.append(fault)
-            elif fault.kind == "slow":
+            elif fault.kind in ("slow", "netslow"):
                 ts = record.get("ts")
                 start = float(ts) if isinstance(ts, int | float) else now
                 until = math.inf if fault.duration is None else start + fault.duration
                 if until > now:
-                    self._slow.append((fault.factor, until))
+                    (self._slow if fault.kind == "slow" else self._netslow).append(
+                        (fault.factor, until)
+                    )
 
     @property
     def idle(self) -> bool:
-        return not self._pending and not self._slow
+        return not self._pending and not self._slow and not self._netslow
+
+    def comm_delay(self, seconds: float) -> float:
+        """Extra seconds a collective that took ``seconds`` must last under ``netslow``."""
+        if not self._netslow:
+            return 0.0
+        now = self.clock()
+        self._netslow = [(f, until) for f, until in self._netslow if until > now]
+        factor = max((f for f, _ in self._netslow), default=1.0)
+        return (factor - 1.0) * max(seconds, 0.0)
 
     def check(self, step: int, busy_s: float) -> float:
         """Fire what is due at ``step``; returns the seconds spun to make this step slow."""
@@ -380,6 +395,9 @@ class Injector:
                 os.kill(os.getpid(), signal.SIGKILL)
             elif fault.kind == "hang":
                 hang_forever(fault.duration)
+            elif fault.kind == "netslow":
+                until = math.inf if fault.duration is None else now + fault.duration
+                self._netslow.append((fault.factor, until))
             else:
                 until = math.inf if fault.duration is None else now + fault.duration
                 self._slow.append((fault.factor, until))

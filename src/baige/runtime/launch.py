@@ -24,6 +24,7 @@ import time
 import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from baige.runtime.events import EventLog
 from baige.runtime.faults import FaultSpecError, describe_all, parse_faults
@@ -39,6 +40,9 @@ from baige.runtime.layout import (
 )
 from baige.runtime.report import reporter_from_env
 from baige.runtime.watch import WatchConfig
+
+if TYPE_CHECKING:  # baige.ckpt imports torch: only once a run really starts
+    from baige.runtime.peer import PeerRun
 
 __all__ = [
     "EXIT_EXCLUDED",
@@ -80,6 +84,10 @@ class RunConfig:
     progress_every_s: float = 30.0
     fault: str | None = None
     tee: bool = True
+    # --peer-*: a buddy server on this node and where the ranks push (None: no peers)
+    peer: PeerRun | None = None
+    # how long a silent node stays in the rendezvous (torch's keep-alive: 3 beats)
+    node_timeout_s: float = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +157,8 @@ def resolve(config: RunConfig) -> RunConfig:
         raise UsageError(f"--max-restarts must be >= 0, got {config.max_restarts}")
     if config.monitor_interval_s <= 0:
         raise UsageError("--monitor-interval must be > 0")
+    if config.node_timeout_s < 3:
+        raise UsageError(f"--node-timeout must be >= 3 s, got {config.node_timeout_s:g}")
     _entrypoint(config.command)
     nnodes, backend, endpoint = config.nnodes, config.rdzv_backend, config.rdzv_endpoint
     node_rank, run_id = config.node_rank, config.run_id
@@ -178,6 +188,11 @@ def resolve(config: RunConfig) -> RunConfig:
         parse_faults(fault).resolve(hi * config.nproc_per_node)
     except FaultSpecError as err:
         raise UsageError(str(err)) from None
+    if config.peer is not None:
+        try:
+            config.peer.check()
+        except ValueError as err:
+            raise UsageError(str(err)) from None
     max_node_failures = config.max_node_failures
     if max_node_failures is None:
         max_node_failures = 3 if hi > 1 else 0
@@ -236,6 +251,19 @@ def run(config: RunConfig) -> RunOutcome:
     if config.nproc_per_node > 1:
         os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ["TORCHELASTIC_SIGNALS_TO_HANDLE"] = "SIGTERM,SIGINT,SIGHUP,SIGQUIT"
+    # With the shared store (torch >= 2.4) a rank-0 agent that survives a round keeps its
+    # first round's bootstrap info and never publishes it again: a node joining later (a
+    # spare in place of a lost one) waits for MASTER_ADDR until it times out. BaigeAgent
+    # gives each attempt's workers a store of its own anyway (_fresh_worker_store).
+    os.environ.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
+    peer_server = None
+    if config.peer is not None:
+        from baige.runtime.peer import start_peer  # noqa: PLC0415
+
+        try:
+            peer_server = start_peer(config.peer, config.run_id)
+        except OSError as err:
+            raise UsageError(f"--peer-bind {config.peer.bind}: {err.strerror or err}") from None
 
     params = RendezvousParameters(
         backend=config.rdzv_backend,
@@ -244,6 +272,10 @@ def run(config: RunConfig) -> RunOutcome:
         min_nodes=lo,
         max_nodes=hi,
         timeout=900,
+        # a dead node is dropped after 3 missed beats; the survivors' next round waits for
+        # a replacement (a spare) only once it is gone
+        keep_alive_interval=max(1, round(config.node_timeout_s / 3)),
+        keep_alive_max_attempt=3,
     )
     if config.rdzv_backend == "static":
         params.config["rank"] = config.node_rank
@@ -301,6 +333,13 @@ def run(config: RunConfig) -> RunOutcome:
         faults=describe_all(plan.resolve(hi * config.nproc_per_node))[:2000] or None,
         run_dir=str(run_dir),
         pid=os.getpid(),
+        peer=None
+        if config.peer is None
+        else {
+            "serving": peer_server.address if peer_server is not None else None,
+            "buddy": config.peer.buddy or None,
+            "fetch_from": list(config.peer.fetch_from) or None,
+        },
     )
     log.info("baige run: run %s, events in %s", config.run_id, events.path)
     started = time.monotonic()
@@ -340,6 +379,8 @@ def run(config: RunConfig) -> RunOutcome:
         if shutdown_rdzv:
             spec.rdzv_handler.shutdown()
         agent.close()
+        if peer_server is not None:
+            peer_server.close()
         events.emit(
             "run_finished",
             state=state,

@@ -83,6 +83,7 @@ class Progress:
         self._injector = injector if injector is not None and not injector.idle else None
         self._stacks_file = stacks_file
         self._cpu = time.process_time()
+        self._comm = _CommTimer(writer, self._injector)
         # set on SIGTERM for a job that declared ``checkpoint:`` (see ``_catch_stop``): save
         # and return from the training loop
         self.stop_requested = False
@@ -106,12 +107,30 @@ class Progress:
             self._writer.total_steps = -1 if total_steps is None else total_steps
             self._writer.publish()
 
+    def comm(self) -> _CommTimer:
+        """Time a collective: ``with progress.comm(): dist.all_reduce(grads)``.
+
+        Each timed collective's entry and exit go into the beacon, so the agent can tell a
+        rank that waits for late peers (they are slow) from one whose own transfers are
+        slow (its network is): a rank whose collectives slow down while its compute does
+        not is reported as ``network_suspect``, not as a straggler. Costs two clock reads
+        and a beacon write (microseconds). Time only blocking collectives (or wait on the
+        work handle inside the block)."""
+        return self._comm
+
     def step(
-        self, step: int, loss: float | _Scalar | None = None, *, busy_s: float | None = None
+        self,
+        step: int,
+        loss: float | _Scalar | None = None,
+        *,
+        busy_s: float | None = None,
+        comm_s: float | None = None,
     ) -> None:
         """Report that ``step`` is done. ``busy_s`` is the rank's own compute time for it,
         for straggler detection; by default the process CPU time since the last call
-        (right on CPU; on accelerators pass e.g. CUDA-event time)."""
+        (right on CPU; on accelerators pass e.g. CUDA-event time). ``comm_s``: seconds the
+        step spent in collectives, for a script that times them itself instead of with
+        ``comm()``."""
         cpu = time.process_time()
         busy = cpu - self._cpu if busy_s is None else busy_s
         injector = self._injector
@@ -132,6 +151,8 @@ class Progress:
         w.step = step
         w.n_steps += 1
         w.busy_total += busy
+        if comm_s is not None and comm_s > 0:
+            w.comm_total += comm_s
         w.loss = _loss_value(loss)
         if w.state != State.FINISHED:
             w.state = State.RUNNING
@@ -162,6 +183,36 @@ class Progress:
     ) -> None:
         if exc_type is None:
             self.finish()
+
+
+class _CommTimer:
+    """``Progress.comm()``'s context manager: one per process, reused (no allocation)."""
+
+    __slots__ = ("_enter", "_injector", "_writer")
+
+    def __init__(self, writer: BeaconWriter | None, injector: Injector | None) -> None:
+        self._writer = writer
+        self._injector = injector
+        self._enter = 0.0
+
+    def __enter__(self) -> None:
+        self._enter = time.monotonic()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        leave = time.monotonic()
+        if self._injector is not None:  # netslow: this rank's transfers take longer
+            extra = self._injector.comm_delay(leave - self._enter)
+            if extra > 0:
+                time.sleep(extra)  # waiting on a slow link burns no CPU
+                leave = time.monotonic()
+        if self._writer is not None and exc_type is None:
+            self._writer.mark_comm(self._enter, leave)
+            self._writer.publish()
 
 
 def _stacks_file(run_dir: Path, attempt: int, rank: int) -> IO[str] | None:

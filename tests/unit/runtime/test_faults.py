@@ -50,7 +50,7 @@ def test_empty_is_no_fault() -> None:
 
 
 BAD = [
-    ("kil:rank=1:step=5", "unknown kind 'kil'; expected one of kill, hang, slow, random"),
+    ("kil:rank=1:step=5", "unknown kind 'kil'; expected one of kill, hang, slow, netslow, random"),
     ("kill:rank=1", "kill needs step=N"),
     ("kill:step=5", "kill needs rank=N"),
     ("kill:rank=x:step=5", "rank='x' is not an integer"),

@@ -1,0 +1,177 @@
+"""A whole node lost mid-run, for real: every process of it killed and its shared memory gone.
+
+Two ``baige run`` agents on this machine are the two nodes of a job (one rank each, a c10d
+rendezvous, each with its own shared-memory root as a node has its own RAM and its own
+checkpoint directory as a node has its own disk: nothing is read from shared storage). Each holds the other's snapshots in its buddy server
+(``--peer-bind`` / ``--peer-buddy``). Node B is killed with SIGKILL — agent, worker,
+checkpoint persister — and its shared memory is deleted; a spare agent with empty shared
+memory joins the job in its place. Node A's group restarts, the rendezvous admits the spare,
+which restores B's rank from A's memory (the buddy) while A restores its own from local
+memory, and the run ends with bit for bit the final loss of a run that lost nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from baige.ckpt.peer_client import PeerClient
+from baige.ckpt.peer_protocol import PeerError, read_secret
+from baige.runtime.events import read_events
+from tests.integration.runtime.harness import EXAMPLE, ROOT, processes_of, run_baige
+
+STEPS = 60
+SAVE_EVERY = 8
+KILL_AT = 28  # node B dies once it has logged this step
+TRAIN = ["--steps", str(STEPS), "--save-every", str(SAVE_EVERY), "--log-every", "1",
+         "--linger", "60"]  # fmt: skip
+
+
+def buddy_holds(address: str, secret: Path, rank: int) -> int:
+    """The newest step the buddy at ``address`` holds for ``rank`` of the run (-1: none)."""
+    client = PeerClient(address, read_secret(secret), timeout_s=2.0)
+    try:
+        held = client.list("node-loss", rank)
+    except PeerError:
+        return -1
+    return max((int(item["step"]) for item in held), default=-1)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def shm_nodes() -> Iterator[Path]:
+    root = Path("/dev/shm") / f"baige-node-loss-{uuid.uuid4().hex[:8]}"
+    root.mkdir()
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+class Node:
+    """One emulated node: a ``baige run`` agent with its own run dir and shared memory."""
+
+    def __init__(self, tmp: Path, shm: Path, name: str, args: list[str]) -> None:
+        self.run_dir = tmp / name
+        self.shm = shm / name
+        self.shm.mkdir()
+        self.out = tmp / f"{name}.out"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BAIGE_")}
+        env.update(BAIGE_CKPT_SHM_DIR=str(self.shm), BAIGE_NODE=name)
+        cmd = [sys.executable, "-m", "baige.runtime", "--run-dir", str(self.run_dir), *args]
+        with self.out.open("w") as out:
+            self.proc = subprocess.Popen(
+                cmd, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+
+    def logged_step(self) -> int:
+        steps = [int(m[1]) for m in re.finditer(r"step=(\d+) loss=", self.out.read_text())]
+        return max(steps, default=-1)
+
+    def kill_whole_node(self) -> None:
+        """Every process that belongs to the node, then its memory."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        for pid in processes_of(self.run_dir) + processes_of(self.shm):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.proc.wait()
+        shutil.rmtree(self.shm)
+        shutil.rmtree(self.run_dir / "ckpt")  # its local disk goes too
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            pytest.fail(f"{self.run_dir.name} did not finish:\n{self.out.read_text()[-4000:]}")
+
+    def events(self, name: str) -> list[dict[str, object]]:
+        path = self.run_dir / "events.jsonl"
+        return [e for e in read_events(path) if e["event"] == name] if path.exists() else []
+
+
+def test_a_whole_node_lost_mid_run_resumes_from_the_buddys_memory_on_a_spare(
+    tmp_path: Path, shm_nodes: Path
+) -> None:
+    reference = run_baige(
+        tmp_path / "reference",
+        ["--nproc-per-node", "2", "--", sys.executable, str(EXAMPLE), *TRAIN,
+         "--out", str(tmp_path / "reference.json")],
+    )  # fmt: skip
+    assert reference.returncode == 0, reference.stderr[-3000:]
+
+    secret = tmp_path / "job.secret"
+    secret.write_text(secrets.token_hex(32))
+    secret.chmod(0o600)
+    out = tmp_path / "final.json"
+    rdzv, port_a, port_b, port_c = (free_port() for _ in range(4))
+
+    def node(name: str, bind: int, buddy: int, *extra: str) -> Node:
+        args = [
+            "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-endpoint", f"127.0.0.1:{rdzv}",
+            "--run-id", "node-loss", "--max-restarts", "3", "--node-timeout", "3",
+            "--peer-secret-file", str(secret), "--peer-bind", f"127.0.0.1:{bind}",
+            "--peer-buddy", f"127.0.0.1:{buddy}", *extra,
+            "--", sys.executable, str(EXAMPLE), *TRAIN, "--out", str(out),
+        ]  # fmt: skip
+        return Node(tmp_path, shm_nodes, name, args)
+
+    a = node("node-a", port_a, port_b)  # first, so the lower pid: rank 0 in every round
+    time.sleep(1.0)
+    b = node("node-b", port_b, port_a)
+    spare: Node | None = None
+    try:
+        deadline = time.monotonic() + 120
+        while b.logged_step() < KILL_AT:
+            assert b.proc.poll() is None, b.out.read_text()[-3000:]
+            assert time.monotonic() < deadline, b.out.read_text()[-3000:]
+            time.sleep(0.05)
+        # B freezes, then dies. While it is frozen its persister finishes pushing the last
+        # save it made to A: the test is then about restoring, not about a push's timing
+        os.killpg(b.proc.pid, signal.SIGSTOP)
+        last_save = max(s for s in range(b.logged_step()) if (s + 1) % SAVE_EVERY == 0)
+        while buddy_holds(f"127.0.0.1:{port_a}", secret, rank=1) < last_save:
+            assert time.monotonic() < deadline, f"step {last_save} never reached the buddy"
+            time.sleep(0.1)
+        b.kill_whole_node()
+        killed_at = time.time()
+        # the spare holds the buddy's role for A from now on, and finds B's snapshots at A
+        spare = node("spare", port_c, port_a, "--peer-fetch-from", f"127.0.0.1:{port_a}")
+        assert a.wait(180) == 0, a.out.read_text()[-4000:]
+        assert spare.wait(60) == 0, spare.out.read_text()[-4000:]
+    finally:
+        for n in (a, b, spare):
+            if n is not None and n.proc.poll() is None:
+                os.killpg(n.proc.pid, signal.SIGKILL)
+
+    (restored,) = spare.events("restored")
+    assert restored["source"] == "buddy", spare.out.read_text()[-3000:]
+    assert int(str(restored["step"])) >= KILL_AT - SAVE_EVERY  # the last save before the loss
+    a_restored = a.events("restored")
+    assert [e["source"] for e in a_restored] == ["memory"]
+    assert restored["step"] == a_restored[0]["step"]  # both ranks resumed from one step
+    assert float(str(restored["ts"])) > killed_at
+
+    expected = json.loads((tmp_path / "reference.json").read_text())
+    assert json.loads(out.read_text())["loss_hex"] == expected["loss_hex"]
