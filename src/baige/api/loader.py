@@ -173,13 +173,18 @@ def load_specs(text: str, source: str = "<string>") -> list[AnySpec]:
     return specs
 
 
-def load_spec_file(path: str | Path) -> list[AnySpec]:
-    """Every spec in a YAML file; an unreadable file is a :class:`SpecError` naming it."""
+def read_spec_text(path: str | Path) -> str:
+    """A spec file's text; a missing or unreadable file is a :class:`SpecError` naming it,
+    so every loader reports it the same way."""
     location = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SpecError([SpecProblem(location, None, "", "file not found")]) from None
     except (OSError, UnicodeDecodeError) as err:
         raise SpecError([SpecProblem(location, None, "", f"cannot be read: {err}")]) from None
-    return load_specs(text, location)
+
+
+def load_spec_file(path: str | Path) -> list[AnySpec]:
+    """Every spec in a YAML file; an unreadable file is a :class:`SpecError` naming it."""
+    return load_specs(read_spec_text(path), str(path))

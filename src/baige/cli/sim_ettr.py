@@ -83,9 +83,9 @@ def ettr(
     """ETTR of a scenario over checkpoint interval, stall, restart cost, spares and recovery
     model, beside the Young/Daly optimum interval √(2·stall·MTBF)."""
     from baige.cli.output import console, print_json, print_table  # noqa: PLC0415
-    from baige.cli.sim import _bad_input, _load, _progress  # noqa: PLC0415
-    from baige.cli.sim_sweep import _duration, _result  # noqa: PLC0415
-    from baige.sim.sweep import Axis, largest_job, parse_axis, run_sweep  # noqa: PLC0415
+    from baige.cli.sim import _bad_input, _load  # noqa: PLC0415
+    from baige.cli.sim_sweep import _duration, _result, _run_with_progress  # noqa: PLC0415
+    from baige.sim.sweep import Axis, largest_job, parse_axis  # noqa: PLC0415
 
     given = {  # in this order: the first axis given is the plot's x axis
         "interval": interval,
@@ -100,18 +100,7 @@ def ettr(
         axes: list[Axis] = [parse_axis(f"{_AXES[k]}={v}") for k, v in given.items() if v]
         axes += [parse_axis(text) for text in setting or ()]
         loaded = _load(scenario, seed)
-        combos = 1
-        for axis in axes:
-            combos *= len(axis.values)
-        with _progress(f"{loaded.scenario.name} ettr", json_output, combos) as update:
-            points = run_sweep(
-                loaded,
-                axes,
-                job_nodes=job_nodes,
-                progress=lambda done, _total, shown: update(
-                    done, " ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in shown.items())
-                ),
-            )
+        points = _run_with_progress(loaded, axes, job_nodes, "ettr", json_output)
     largest = largest_job(loaded.scenario)[0]
     results = []
     for point in points:

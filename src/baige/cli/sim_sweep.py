@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from baige.sim.scenario import LoadedScenario
+    from baige.sim.sweep import Axis, SweepPoint
 
 __all__ = ["sweep"]
 
@@ -25,6 +29,27 @@ def _duration(seconds: float) -> str:
     if seconds >= 120:
         return f"{seconds / 60:.1f}m"
     return f"{seconds:.0f}s"
+
+
+def _run_with_progress(
+    loaded: LoadedScenario, axes: list[Axis], job_nodes: int | None, label: str, json_output: bool
+) -> list[SweepPoint]:
+    """Every combination of ``axes`` run, with a progress bar naming the one running."""
+    from baige.cli.sim import _progress  # noqa: PLC0415
+    from baige.sim.sweep import run_sweep  # noqa: PLC0415
+
+    combos = 1
+    for axis in axes:
+        combos *= len(axis.values)
+    with _progress(f"{loaded.scenario.name} {label}", json_output, combos) as update:
+        return run_sweep(
+            loaded,
+            axes,
+            job_nodes=job_nodes,
+            progress=lambda done, _total, shown: update(
+                done, " ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in shown.items())
+            ),
+        )
 
 
 def sweep(
@@ -54,24 +79,13 @@ def sweep(
     """Run a scenario for every combination of ``--set`` values and print ETTR beside
     the Young/Daly optimum (checkpoint interval, stall and restart cost sweeps)."""
     from baige.cli.output import console, print_json, print_table  # noqa: PLC0415
-    from baige.cli.sim import _bad_input, _load, _progress  # noqa: PLC0415
-    from baige.sim.sweep import largest_job, parse_axis, run_sweep  # noqa: PLC0415
+    from baige.cli.sim import _bad_input, _load  # noqa: PLC0415
+    from baige.sim.sweep import largest_job, parse_axis  # noqa: PLC0415
 
     with _bad_input(json_output):
         axes = [parse_axis(text) for text in setting]
         loaded = _load(scenario, seed)
-        combos = 1
-        for axis in axes:
-            combos *= len(axis.values)
-        with _progress(f"{loaded.scenario.name} sweep", json_output, combos) as update:
-            points = run_sweep(
-                loaded,
-                axes,
-                job_nodes=job_nodes,
-                progress=lambda done, _total, shown: update(
-                    done, " ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in shown.items())
-                ),
-            )
+        points = _run_with_progress(loaded, axes, job_nodes, "sweep", json_output)
     results = [_result(p) for p in points]
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from baige.api.loader import SpecError, SpecProblem, read_documents
+from baige.api.loader import SpecError, SpecProblem, read_documents, read_spec_text
 from baige.api.yaml_errors import field_errors, line_of, node_at
 from baige.plan.cluster import ChipGroup, Cluster, MissingFigureError
 from baige.plan.model import ModelSpec, UnknownModelError, get_preset
@@ -59,15 +59,6 @@ def _parse(text: str, source: str, model: type[_Doc], kind: str) -> tuple[_Doc, 
         raise SpecError(problems) from None
 
 
-def _read(path: str | Path) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError([SpecProblem(str(path), None, "", "file not found")]) from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise SpecError([SpecProblem(str(path), None, "", f"cannot be read: {err}")]) from None
-
-
 def parse_model(text: str, source: str = "<model>") -> ModelSpec:
     spec, _ = _parse(text, source, ModelFile, "Model")
     return spec.to_model()
@@ -94,7 +85,7 @@ def parse_cluster(text: str, source: str = "<cluster>") -> Cluster:
 def load_model(name_or_path: str) -> ModelSpec:
     """A preset by name, or a ``Model`` YAML file by path."""
     if Path(name_or_path).suffix.lower() in {".yaml", ".yml"} or Path(name_or_path).is_file():
-        return parse_model(_read(name_or_path), name_or_path)
+        return parse_model(read_spec_text(name_or_path), name_or_path)
     try:
         return get_preset(name_or_path)
     except UnknownModelError as err:
@@ -102,7 +93,7 @@ def load_model(name_or_path: str) -> ModelSpec:
 
 
 def load_cluster(path: str | Path) -> Cluster:
-    return parse_cluster(_read(path), str(path))
+    return parse_cluster(read_spec_text(path), str(path))
 
 
 def parse_software(text: str, source: str = "<software>") -> Software:
@@ -116,5 +107,5 @@ def parse_software(text: str, source: str = "<software>") -> Software:
 def load_software(name_or_path: str) -> Software:
     """A named profile (``megatron-core``, …) or a ``Software`` YAML file by path."""
     if Path(name_or_path).suffix.lower() in {".yaml", ".yml"} or Path(name_or_path).is_file():
-        return parse_software(_read(name_or_path), name_or_path)
+        return parse_software(read_spec_text(name_or_path), name_or_path)
     return get_software(name_or_path)

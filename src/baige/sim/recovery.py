@@ -34,7 +34,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from baige.api.loader import SpecError, SpecProblem, read_documents
+from baige.api.loader import SpecError, SpecProblem, read_documents, read_spec_text
 from baige.api.yaml_errors import field_errors
 from baige.sim.scenario import LoadedScenario
 
@@ -105,14 +105,7 @@ def parse_recovery_model(text: str, source: str = "<recovery model>") -> Recover
 
 
 def load_recovery_model(path: str | Path) -> RecoveryModel:
-    location = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError([SpecProblem(location, None, "", "file not found")]) from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise SpecError([SpecProblem(location, None, "", f"cannot be read: {err}")]) from None
-    return parse_recovery_model(text, location)
+    return parse_recovery_model(read_spec_text(path), str(path))
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from baige.api.loader import SpecError, SpecProblem, read_documents
+from baige.api.loader import SpecError, SpecProblem, read_documents, read_spec_text
 from baige.api.quantities import DurationSeconds
 from baige.api.yaml_errors import field_errors, field_path, line_of, node_at
 
@@ -412,11 +412,4 @@ def parse_scenario(text: str, source: str = "<scenario>") -> LoadedScenario:
 
 
 def load_scenario(path: str | Path) -> LoadedScenario:
-    location = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError([SpecProblem(location, None, "", "file not found")]) from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise SpecError([SpecProblem(location, None, "", f"cannot be read: {err}")]) from None
-    return parse_scenario(text, location)
+    return parse_scenario(read_spec_text(path), str(path))
