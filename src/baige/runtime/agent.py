@@ -617,14 +617,21 @@ class BaigeAgent(LocalElasticAgent):
         self._remaining_restarts = 0
         return RunResult(state=WorkerState.FAILED)
 
+    def _first_sighting(
+        self, kind: str, rank: int, count: int
+    ) -> tuple[dict[str, Any] | None, float | None]:
+        """On a condition's first window: the fault injected for it, if any, and the seconds
+        from that injection to now (the detection time the event reports)."""
+        injected = self._injection(kind, (rank,)) if count == 1 else None
+        if injected is not None and isinstance(injected.get("ts"), int | float):
+            return injected, round(time.time() - float(injected["ts"]), 3)
+        return injected, None
+
     def _on_straggler(self, s: Straggler) -> None:
         report_after = self.settings.watch.straggler_report_after
         if s.count not in (1, report_after) and s.count % 12:
             return  # still slow: said when it started, when reported, and every 12th window
-        injected = self._injection("straggler", (s.rank,)) if s.count == 1 else None
-        detect_s = None
-        if injected is not None and isinstance(injected.get("ts"), int | float):
-            detect_s = round(time.time() - float(injected["ts"]), 3)
+        injected, detect_s = self._first_sighting("straggler", s.rank, s.count)
         self.events.emit(
             "straggler",
             attempt=self._attempt,
@@ -657,10 +664,7 @@ class BaigeAgent(LocalElasticAgent):
         report_after = self.settings.watch.straggler_report_after
         if s.count not in (1, report_after) and s.count % 12:
             return  # as for stragglers: when it starts, when it persists, then every 12th
-        injected = self._injection("network_suspect", (s.rank,)) if s.count == 1 else None
-        detect_s = None
-        if injected is not None and isinstance(injected.get("ts"), int | float):
-            detect_s = round(time.time() - float(injected["ts"]), 3)
+        injected, detect_s = self._first_sighting("network_suspect", s.rank, s.count)
         message = (
             f"rank {s.rank} on node {self.events.node}: its collectives take {s.ratio:.1f}x "
             f"the others' ({s.own_s * 1e3:.2f} ms against {s.others_s * 1e3:.2f} ms each, "
