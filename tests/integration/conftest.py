@@ -22,6 +22,7 @@ from sqlalchemy.engine import make_url
 
 from baige.client import BaigeClient
 from baige.control.platform import Platform, PlatformOptions
+from baige.control.preflight_gate import PreflightSettings
 from baige.hw.discovery import parse_fake_groups
 from baige.server.app import create_app
 
@@ -134,9 +135,12 @@ def make_platform(tmp_path: Path) -> Iterator[object]:
     started: list[RunningPlatform] = []
 
     def build(db_url: str, *, nodes: int = 2, accel: str = "h100:8", heartbeat_timeout: float = 10.0,
-              home: Path | None = None, health_policy: object = None) -> RunningPlatform:  # fmt: skip
+              home: Path | None = None, health_policy: object = None,
+              preflight: PreflightSettings | None = None) -> RunningPlatform:  # fmt: skip
         options = PlatformOptions(
             health_policy=health_policy,  # type: ignore[arg-type]
+            # off unless a test asks: real checks spawn torch processes per node
+            preflight=preflight or PreflightSettings(min_nodes=0),
             db_url=db_url,
             home=home or tmp_path / f"home-{uuid.uuid4().hex[:6]}",
             accelerators=parse_fake_groups(accel)[0],

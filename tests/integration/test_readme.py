@@ -73,6 +73,12 @@ SKIP = {
     "baige fault inject NODE --card 3 --xid 79": "drains the shared platform's node",
     "baige fault inject NODE --condition thermal-throttle": "cordons the shared platform's node",
     "baige fault clear NODE": "goes with the two above",
+    # a platform of four nodes with the pre-flight at three: tests/integration/
+    # test_preflight_gang.py starts one and submits the same file
+    "baige up --fake-accelerators h100:8 --fake-nodes 4 --preflight-nodes 3 --preflight-mb 4": (
+        "foreground server"
+    ),
+    "baige submit examples/gang-preflight.yaml": "needs three free nodes",
     # needs a probe on each of four real nodes; tests/integration/test_diagnose_netns.py runs
     # `baige diagnose` on a lab network of namespaces
     "baige diagnose 10.0.0.11:7077 10.0.0.12:7077 10.0.0.13:7077 10.0.0.14:7077": (

@@ -538,6 +538,18 @@ def up(
             "health). Default: fatal drains, degraded cordons, healed after 5 min."
         ),
     ] = None,
+    preflight_nodes: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=100000,
+            help="Pre-flight a training gang placed on at least this many nodes before it "
+            "starts (all-reduce and compute check; a slow node is left out). 0: never.",
+        ),
+    ] = 8,
+    preflight_mb: Annotated[
+        float, typer.Option(min=0.001, max=4096, help="The pre-flight's all-reduce size, MB.")
+    ] = 256.0,
 ) -> None:
     """Run the control plane: the API, the controller and this machine's node agent."""
     import logging  # noqa: PLC0415 - the server's imports stay out of the other commands
@@ -585,12 +597,18 @@ def up(
     if users and os.geteuid() != 0:
         raise _fail(ValueError("--tenant-user needs `baige up` to run as root"))
     from baige.control.health_policy import load_policy  # noqa: PLC0415
+    from baige.control.preflight_gate import PreflightSettings  # noqa: PLC0415
 
     try:
         policy = load_policy(health_policy) if health_policy is not None else None
+        if preflight_nodes == 1:
+            raise ValueError("--preflight-nodes 1: give 0 (off) or at least 2 (a node alone "
+                             "has no peers to be compared with)")  # fmt: skip
+        preflight = PreflightSettings(min_nodes=preflight_nodes, mb=preflight_mb)
     except ValueError as err:
         raise _fail(err) from None
     options = PlatformOptions(
+        preflight=preflight,
         health_policy=policy,
         accelerator_groups=groups if len(groups) > 1 else (),
         tenant_users=users if os.geteuid() == 0 and backend != "fake" else None,

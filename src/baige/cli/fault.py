@@ -1,5 +1,6 @@
 """``baige fault``: raise and clear device conditions on fake cards (the declared fake
-health source of ``baige up --fake-accelerators``), to rehearse what the health policy does.
+health source of ``baige up --fake-accelerators``), or slow them down, to rehearse what the
+health policy and the pre-flight do.
 
 The node agent of a ``baige up`` reads ``HOME/health/NODE.json`` every beat; these commands
 write it, so they act on the local control plane's fake nodes (``--home`` as given to
@@ -79,6 +80,30 @@ def inject(
         print_json({"node": node, "file": str(path), "condition": raised.to_json()})
         return
     say(f"{node} card {card}: {raised.reason} ({raised.severity.value}); written to {path}")
+
+
+@app.command()
+def slow(
+    node: Annotated[str, typer.Argument(help="A fake node of the local baige up.")],
+    factor: Annotated[
+        float, typer.Option(min=1.0, max=1000.0, help="Times slower than its peers (1: heal).")
+    ] = 3.0,
+    home: HomeOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Make a fake node's cards slower without any condition: its own checks pass, but the
+    pre-flight before a big gang (``baige up --preflight-nodes``) finds it and leaves it out."""
+    from baige.hw.health import FakeHealth  # noqa: PLC0415
+
+    try:
+        path = _file(home, node)
+        FakeHealth(path).slow(factor)
+    except (ValueError, OSError) as err:
+        fail(str(err), json_output)
+    if json_output:
+        print_json({"node": node, "file": str(path), "slow_compute": factor})
+        return
+    say(f"{node}: its fake cards compute {factor:g}× slower; written to {path}")
 
 
 @app.command()

@@ -29,6 +29,7 @@ from baige.backends.base import Backend
 from baige.control.launching import DRAIN_SETTLE_S, Launching
 from baige.control.node_lifecycle import NodeLifecycle
 from baige.control.observing import Observation
+from baige.control.preflight_gate import PreflightGate
 from baige.control.recording import PassStats
 from baige.control.service import record_event
 from baige.control.snapshot import (
@@ -71,9 +72,14 @@ class Controller(NodeLifecycle, Observation, Launching):
         in_flight: Callable[[str], int] | None = None,
         figures: Callable[[], Mapping[str, Mapping[str, float]]] | None = None,
         drain_timeout: float = 30.0,
+        preflight: PreflightGate | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.db = db
+        # big gangs' pre-flight (None: never); its checks wake the loop when they end
+        self.preflight = preflight
+        if preflight is not None:
+            preflight.wake = self.wake
         self.clock = clock  # wall-clock time of a pass (a test steps it)
         self.load = load  # a service's measured load (the gateway's board), for autoscaling
         self._autoscale_state: dict[str, AutoscaleState] = {}
@@ -103,6 +109,8 @@ class Controller(NodeLifecycle, Observation, Launching):
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
+        if self.preflight is not None:
+            self.preflight.close()
 
     def run_forever(self) -> None:
         """Pass every ``interval`` seconds, or sooner when woken; but after a pass of t

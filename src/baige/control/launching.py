@@ -11,7 +11,8 @@ from collections import defaultdict
 from sqlalchemy import select
 
 from baige.backends.base import ReplicaState
-from baige.control.recording import DecisionRecording, PassStats, _free_port, _life
+from baige.control.preflight_gate import PreflightGating
+from baige.control.recording import PassStats, _free_port, _life
 from baige.control.snapshot import (
     launch_record,
 )
@@ -28,8 +29,9 @@ log = logging.getLogger("baige.controller")
 DRAIN_SETTLE_S = 2.0
 
 
-class Launching(DecisionRecording):
-    """Carries the store's wanted state out on the backend."""
+class Launching(PreflightGating):
+    """Carries the store's wanted state out on the backend (a big gang once its pre-flight
+    has passed: :mod:`~baige.control.preflight_gate`)."""
 
     def _fair_share_of_launches(self, pending: list[ReplicaRow]) -> list[ReplicaRow]:
         """At most ``max_launches_per_pass`` replicas, taken round-robin across workloads.
@@ -111,12 +113,13 @@ class Launching(DecisionRecording):
                         continue
                     workloads[replica.workload_id] = workload
                     sizes[workload.id] = len(workload.placements)
+            held = self._preflight_holds(session, workloads, self.clock())
             node_types: dict[str, str] = {}
             if any(w.hetero_plan for w in workloads.values()):  # a job spans types
                 node_types = dict(session.execute(select(NodeRow.name, NodeRow.accel_type)).all())
             for replica in to_launch:
                 workload = workloads.get(replica.workload_id)
-                if workload is None:
+                if workload is None or workload.id in held:
                     continue
                 if workload.master_port is None:
                     workload.master_port = _free_port()

@@ -24,7 +24,7 @@ from baige.hw.health import Condition
 from baige.store.db import Database
 from baige.store.tables import NodeRow
 
-__all__ = ["NodeHealthReports", "health_from_json", "health_to_json"]
+__all__ = ["NodeHealthReports", "apply_conditions", "health_from_json", "health_to_json"]
 
 
 def health_to_json(health: NodeHealth) -> dict[str, Any]:
@@ -96,30 +96,39 @@ class NodeHealthReports:
                 if not conditions and not row.device_health:
                     out[node] = Assessment(NodeHealth())  # healthy, and nothing to remember
                     continue
-                out[node] = result = self._apply(session, row, conditions, now)
+                out[node] = result = apply_conditions(session, row, conditions, self.policy,
+                                                      now)  # fmt: skip
                 moved = moved or result.cordon or result.drain or result.uncordon
         if moved:
             self.wake()
         return out
 
-    def _apply(
-        self, session: Session, row: NodeRow, conditions: Sequence[Condition], now: float
-    ) -> Assessment:
-        health = health_from_json(row.device_health)
-        operator = row.cordoned and not health.cordoned
-        result = assess(self.policy, health, conditions, now, operator_cordoned=operator)
-        stored = health_to_json(result.health)
-        if stored != row.device_health:
-            row.device_health = stored
-        if result.cordon or result.drain:
-            row.cordoned = True
-            row.reason = (result.events[0][1] if result.events else "device health")[:500]
-        if result.drain:
-            row.draining = True
-        if result.uncordon:
-            row.cordoned = row.draining = False
-            row.reason = ""
-        for kind, message in result.events:
-            record_event(session, "node", row.name, kind, "DeviceHealth", message[:2000],
-                         now=now)  # fmt: skip
-        return result
+
+def apply_conditions(
+    session: Session,
+    row: NodeRow,
+    conditions: Sequence[Condition],
+    policy: HealthPolicy,
+    now: float,
+) -> Assessment:
+    """Assess a node's conditions with ``policy`` and write the outcome to its row: the
+    policy's memory, cordon, drain or uncordon, and an event per transition. Shared by the
+    node agents' reports and the pre-flight's findings (:mod:`~baige.control.preflight_gate`)."""
+    health = health_from_json(row.device_health)
+    operator = row.cordoned and not health.cordoned
+    result = assess(policy, health, conditions, now, operator_cordoned=operator)
+    stored = health_to_json(result.health)
+    if stored != row.device_health:
+        row.device_health = stored
+    if result.cordon or result.drain:
+        row.cordoned = True
+        row.reason = (result.events[0][1] if result.events else "device health")[:500]
+    if result.drain:
+        row.draining = True
+    if result.uncordon:
+        row.cordoned = row.draining = False
+        row.reason = ""
+    for kind, message in result.events:
+        record_event(session, "node", row.name, kind, "DeviceHealth", message[:2000],
+                     now=now)  # fmt: skip
+    return result

@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import Connection, select, text
@@ -32,7 +32,9 @@ from baige.control.controller import Controller
 from baige.control.engine_metrics import EngineScraper
 from baige.control.health_policy import HealthPolicy
 from baige.control.load_board import LoadBoard
+from baige.control.local_probes import LocalProbes
 from baige.control.node_health import NodeHealthReports
+from baige.control.preflight_gate import PreflightGate, PreflightSettings
 from baige.control.service import ControlService
 from baige.control.slurm_sync import SlurmSync
 from baige.hw.catalog import get_chip
@@ -75,6 +77,9 @@ class PlatformOptions:
     # Fake nodes of several types (a mixed cluster): ``nodes`` of each; overrides
     # ``accelerators`` when given (``--fake-accelerators h100:8,ascend-910b:8``).
     accelerator_groups: tuple[Accelerators, ...] = ()
+    # The pre-flight of big gangs on this machine's nodes (control.preflight_gate);
+    # ``min_nodes=0`` turns it off. Slurm's nodes have no probe here: not checked.
+    preflight: PreflightSettings = field(default_factory=PreflightSettings)
 
     @property
     def groups(self) -> tuple[Accelerators, ...]:
@@ -211,6 +216,19 @@ class Platform:
                 )
         # the service gateway's load, read by the controller's autoscaler (one process today)
         self.board = LoadBoard()
+        local = bool(options.groups) and options.backend != "slurm"
+        self.local_nodes = local_nodes(options.groups, options.nodes) if local else []
+        self.node_names = [name for name, _ in self.local_nodes]
+        self.probes: LocalProbes | None = None
+        gate = None
+        if self.local_nodes and options.backend == "local" and options.preflight.min_nodes:
+            self.probes = LocalProbes({
+                name: self.health_file(name) if group.fake else None
+                for name, group in self.local_nodes
+            })  # fmt: skip
+            gate = PreflightGate(
+                self.probes.run, options.preflight, options.health_policy or HealthPolicy()
+            )
         self.controller = Controller(
             self.db,
             self.backend,
@@ -221,15 +239,13 @@ class Platform:
             load=self.board.sample,
             in_flight=self.board.replica_in_flight,
             figures=self.board.figures,
+            preflight=gate,
         )
         self.health = NodeHealthReports(self.db, options.health_policy, wake=self.controller.wake)
         check = getattr(self.backend, "check_launchable", None)
         self.service = ControlService(self.db, wake=self.controller.wake, check_launchable=check)
         if isinstance(self.backend, SlurmBackend):
             self.slurm = SlurmSync(self.service, self.backend, SYSTEM)
-        local = bool(options.groups) and options.backend != "slurm"
-        self.local_nodes = local_nodes(options.groups, options.nodes) if local else []
-        self.node_names = [name for name, _ in self.local_nodes]
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self.admin_token: str | None = None
@@ -290,6 +306,8 @@ class Platform:
 
     def start(self) -> None:
         self.prepare()
+        if self.probes is not None:
+            self.probes.start()
         scraper = EngineScraper(self.db, self.board)
         targets: list[tuple[Callable[[], None], str]] = [
             (self.controller.run_forever, "controller"),
@@ -306,6 +324,8 @@ class Platform:
         self.controller.stop()
         for thread in self._threads:
             thread.join(timeout=10)
+        if self.probes is not None:
+            self.probes.stop()
         self.db.dispose()
 
     def recent_pass_seconds(self) -> list[float]:

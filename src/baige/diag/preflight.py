@@ -9,7 +9,8 @@ the figures. An all-reduce is paced by its slowest member, so it says whether th
 collectives are healthy (the bus bandwidth) and which node could not take part at all; a
 slow link among the nodes is ``baige diagnose``'s pairwise test's to locate.
 
-Library and CLI only (``baige diagnose --preflight``): the controller does not call it yet.
+``baige diagnose --preflight`` runs it on probes an operator names; the controller runs it
+before a big gang starts (:mod:`baige.control.preflight_gate`).
 """
 
 from __future__ import annotations
@@ -59,8 +60,7 @@ class PreflightReport:
     def summary(self) -> str:
         if not self.suspects:
             return f"all {len(self.nodes)} nodes passed the pre-flight"
-        named = ", ".join(s.name for s in self.suspects)
-        return f"leave out {named}: {self.suspects[0].evidence}"
+        return "leave out " + "; ".join(s.evidence for s in self.suspects)
 
     def to_json(self) -> dict[str, Any]:
         return {

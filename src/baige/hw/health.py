@@ -66,6 +66,9 @@ class Kind(StrEnum):
     CARD_MISSING = "card-missing"
     NPU_UNHEALTHY = "npu-unhealthy"
     HEALTH_UNKNOWN = "health-unknown"
+    # found by the control plane's pre-flight of a gang (baige.control.preflight_gate), not
+    # by a node's own checks: the node was far below its peers in compute or collectives
+    PREFLIGHT_FAILED = "preflight-failed"
 
 
 # the severity each kind has unless the policy says otherwise
@@ -80,6 +83,7 @@ DEFAULT_SEVERITY: dict[Kind, Severity] = {
     Kind.CARD_MISSING: Severity.FATAL,
     Kind.NPU_UNHEALTHY: Severity.FATAL,
     Kind.HEALTH_UNKNOWN: Severity.UNKNOWN,
+    Kind.PREFLIGHT_FAILED: Severity.DEGRADED,
 }
 
 # XID code -> (severity, what it is); codes not listed are informational
@@ -169,22 +173,34 @@ class UnknownHealth:
 class FakeHealth:
     """Declared fake: the conditions listed in a JSON file (``{"conditions": [...]}``), as if
     the node's fake cards had raised them. ``baige fault inject`` and tests write the file;
-    a missing file is a healthy node."""
+    a missing file is a healthy node.
+
+    The file may also say ``"slow_compute": F`` (``baige fault slow``): the node's fake cards
+    raise no condition, yet the control plane's pre-flight finds them F times slower — a card
+    degraded in a way its own checks do not see, the case a pre-flight exists for."""
 
     name = "fake"
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def check(self) -> list[Condition]:
+    def _data(self) -> dict[str, Any]:
+        """The file's object; ``{}`` when it is missing. Raises ``OSError``/``ValueError``."""
         try:
             data = json.loads(self.path.read_text())
         except FileNotFoundError:
-            return []
+            return {}
+        if not isinstance(data, dict):
+            raise ValueError("expected a JSON object")
+        return data
+
+    def check(self) -> list[Condition]:
+        try:
+            data = self._data()
         except (OSError, ValueError) as err:
             reason = f"cannot read the fake health file {self.path}: {err}"
             return [Condition(Kind.HEALTH_UNKNOWN, Severity.UNKNOWN, -1, reason)]
-        items = data.get("conditions", []) if isinstance(data, dict) else []
+        items = data.get("conditions", [])
         out: list[Condition] = []
         for item in items if isinstance(items, list) else []:
             try:
@@ -193,20 +209,38 @@ class FakeHealth:
                 out.append(Condition(Kind.HEALTH_UNKNOWN, Severity.UNKNOWN, -1, str(err)))
         return out
 
+    def slow_compute(self) -> float:
+        """How many times slower the fake cards compute (1: not slowed; unreadable: 1)."""
+        try:
+            value = float(self._data().get("slow_compute", 1.0))
+        except (OSError, ValueError, TypeError):
+            return 1.0
+        return value if 1.0 <= value <= 1000.0 else 1.0
+
     def inject(self, condition: Condition) -> None:
         """Add a condition (atomically: a reader never sees half a file)."""
         current = [c.to_json() for c in self.check() if c.kind is not Kind.HEALTH_UNKNOWN]
-        self._write([*current, condition.to_json()])
+        self._write([*current, condition.to_json()], self.slow_compute())
+
+    def slow(self, factor: float) -> None:
+        """Make the fake cards ``factor`` times slower (1: as fast as their peers again)."""
+        if not 1.0 <= factor <= 1000.0:
+            raise ValueError(f"slow-down factor {factor:g}: expected 1 to 1000")
+        current = [c.to_json() for c in self.check() if c.kind is not Kind.HEALTH_UNKNOWN]
+        self._write(current, factor)
 
     def clear(self, device: int | None = None) -> None:
-        """Heal every card, or one."""
+        """Heal every card (and their speed), or one."""
         kept = [c.to_json() for c in self.check() if device is not None and c.device != device]
-        self._write(kept)
+        self._write(kept, 1.0 if device is None else self.slow_compute())
 
-    def _write(self, conditions: Sequence[dict[str, Any]]) -> None:
+    def _write(self, conditions: Sequence[dict[str, Any]], slow_compute: float = 1.0) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        data: dict[str, Any] = {"conditions": list(conditions)}
+        if slow_compute != 1.0:
+            data["slow_compute"] = slow_compute
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"conditions": list(conditions)}, indent=1))
+        tmp.write_text(json.dumps(data, indent=1))
         tmp.replace(self.path)
 
 

@@ -48,6 +48,7 @@ __all__ = [
     "grown",
     "launch_refused",
     "preempted",
+    "preflight_failed",
     "replicas_ended",
     "shrunk",
     "started",
@@ -239,6 +240,14 @@ def evicted(life: Life, node: str) -> Step:
     new = replace(life, phase=Phase.PENDING, replicas=0)
     message = f"node {node} is draining; moved to other nodes"
     return Step(new, Event("Evicted", "NodeDraining", message), stop_all=True)
+
+
+def preflight_failed(life: Life, evidence: str) -> Step:
+    """The pre-flight before its gang started found a node far below its peers: nothing
+    ran, so back to pending (not a restart) to be placed again without that node."""
+    new = replace(life, phase=Phase.PENDING, replicas=0)
+    return Step(new, Event("PreflightFailed", "Preflight", f"{evidence}; placing it again"),
+                stop_all=True)  # fmt: skip
 
 
 def cancelled(life: Life, still_running: int) -> Step:

@@ -31,6 +31,28 @@ def test_the_fake_source_reports_what_was_injected(tmp_path: Path) -> None:
     assert fake.check() == []
 
 
+def test_a_slowed_fake_node_keeps_its_slowness_through_injects_until_cleared(
+    tmp_path: Path,
+) -> None:
+    fake = FakeHealth(tmp_path / "health.json")
+    assert fake.slow_compute() == 1.0
+    fake.slow(3)
+    assert fake.slow_compute() == 3.0 and fake.check() == []  # slow, but no condition
+    fake.inject(xid_condition(1, 13))
+    assert fake.slow_compute() == 3.0
+    fake.clear(device=1)
+    assert fake.slow_compute() == 3.0 and fake.check() == []
+    fake.clear()
+    assert fake.slow_compute() == 1.0
+    for bad in (0.5, 1e6):
+        try:
+            fake.slow(bad)
+        except ValueError as err:
+            assert "1 to 1000" in str(err)
+        else:
+            raise AssertionError(f"slow({bad}) was accepted")
+
+
 def test_a_broken_fake_file_is_unknown_not_healthy(tmp_path: Path) -> None:
     path = tmp_path / "health.json"
     path.write_text("{not json")
@@ -39,6 +61,10 @@ def test_a_broken_fake_file_is_unknown_not_healthy(tmp_path: Path) -> None:
     path.write_text('{"conditions": [{"kind": "no-such-kind"}]}')
     (condition,) = FakeHealth(path).check()
     assert condition.kind is Kind.HEALTH_UNKNOWN and "no-such-kind" in condition.reason
+    path.write_text("[1, 2]")  # JSON, but not the object the file holds
+    (condition,) = FakeHealth(path).check()
+    assert condition.kind is Kind.HEALTH_UNKNOWN and "JSON object" in condition.reason
+    assert FakeHealth(path).slow_compute() == 1.0
 
 
 def test_npu_smi_health() -> None:
