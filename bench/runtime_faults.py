@@ -131,10 +131,11 @@ def run_one(kind: str, args: argparse.Namespace, faults: str, work: Path) -> dic
     env = {k: v for k, v in os.environ.items() if not k.startswith("BAIGE_")}
     t_launch = time.time()
     env.update(BAIGE_FAULT=faults, BAIGE_RUN_DIR=str(run_dir), BAIGE_RUN_START=repr(t_launch))
-    if kind == "baige":
+    if kind in ("baige", "baige-cold"):
+        cold = ["--cold"] if kind == "baige-cold" else []
         cmd = [sys.executable, "-m", "baige.runtime", "--run-dir", str(run_dir),
                "--nproc-per-node", str(args.nproc), "--max-restarts", "100",
-               "--hang-timeout", str(args.hang_timeout), "--", *train]  # fmt: skip
+               "--hang-timeout", str(args.hang_timeout), *cold, "--", *train]  # fmt: skip
     else:
         env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
         torchrun = str(Path(sys.executable).with_name("torchrun"))
@@ -223,7 +224,7 @@ def analyse(kind: str, run_dir: Path, text: str, t_launch: float, t_stop: float)
     for rec in ledger:
         ts, fault = rec["ts"], rec["fault"]
         row: dict[str, Any] = {"fault": fault, "at_s": round(ts - t_launch, 1)}
-        if kind == "baige":
+        if kind.startswith("baige"):
             det = [e["detect_s"] for e in events if e.get("injected") == fault]
             row["detect_s"] = next((d for d in det if d is not None), None)
         if rec["kind"] == "slow":
@@ -231,7 +232,7 @@ def analyse(kind: str, run_dir: Path, text: str, t_launch: float, t_stop: float)
             continue
         started = [t for t, _, r in trace.started if t > ts and r == 0]
         restored = [(t, s) for t, r, s, _ in trace.restored if t > ts and r == 0]
-        if kind != "baige":
+        if not kind.startswith("baige"):
             row["detect_s"] = None
             row["restart_s"] = round(started[0] - ts, 2) if started else None
         if not restored:
@@ -243,7 +244,7 @@ def analyse(kind: str, run_dir: Path, text: str, t_launch: float, t_stop: float)
         row["restore_source"] = next(
             src for t, r, _, src in trace.restored if t == t_back and r == 0
         )
-        if kind == "baige" and started and row.get("detect_s") is not None:
+        if kind.startswith("baige") and started and row.get("detect_s") is not None:
             # detection → the new process printed it started (launch, rendezvous) → restored
             row["restart_s"] = round(started[0] - ts - row["detect_s"], 3)
             row["restore_s"] = round(t_back - started[0], 3)

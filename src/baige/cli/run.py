@@ -112,6 +112,14 @@ def run(
     quiet: Annotated[
         bool, typer.Option("--quiet", help="Workers' output to the log files only.")
     ] = False,
+    cold: Annotated[
+        bool,
+        typer.Option(
+            "--cold",
+            help="Start every attempt's workers as new processes (default for `python "
+            "script.py`: forked from a process with torch already imported).",
+        ),
+    ] = False,
     peer_secret_file: Annotated[
         str,
         typer.Option(
@@ -175,6 +183,7 @@ def run(
             tee=not quiet,
             peer=None,
             node_timeout_s=node_timeout,
+            cold=cold,
         )
         if peer_secret_file or peer_bind or peer_buddy or peer_fetch_from:
             from dataclasses import replace  # noqa: PLC0415

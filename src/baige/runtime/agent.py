@@ -31,10 +31,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing.connection
 import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -50,7 +52,10 @@ from torch.distributed.elastic.agent.server.api import (
 )
 from torch.distributed.elastic.agent.server.local_elastic_agent import LocalElasticAgent
 from torch.distributed.elastic.multiprocessing import LogsSpecs
-from torch.distributed.elastic.multiprocessing.api import SubprocessContext
+from torch.distributed.elastic.multiprocessing.api import (
+    MultiprocessContext,
+    SubprocessContext,
+)
 
 from baige.runtime.beacon import (
     Beacon,
@@ -114,6 +119,38 @@ def _tail(path: str | None, lines: int = 15) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+class _Worker:
+    """One worker process, a ``subprocess.Popen`` or a ``multiprocessing.Process``, seen the
+    same way: its exit code so far, a bounded wait, and a signal to its process group (each
+    worker leads its own: a new session for either kind)."""
+
+    def __init__(self, proc: Any) -> None:
+        self.proc = proc
+
+    def poll(self) -> int | None:
+        if isinstance(self.proc, subprocess.Popen):
+            code: int | None = self.proc.poll()
+            return code
+        return self.proc.exitcode  # type: ignore[no-any-return]
+
+    def wait(self, timeout: float) -> None:
+        if isinstance(self.proc, subprocess.Popen):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout)
+        else:
+            self.proc.join(timeout)
+
+    def kill(self, sig: signal.Signals) -> None:
+        pid = self.proc.pid
+        if pid is None:
+            return
+        try:
+            os.killpg(pid, sig)
+        except (ProcessLookupError, PermissionError):  # not (yet) a group leader
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+
 class BaigeAgent(LocalElasticAgent):
     """See the module docstring. ``fatal``, ``excluded`` and ``last_fault`` say how a failed
     run ended; ``restarts`` and ``last_step`` how far it got."""
@@ -127,11 +164,13 @@ class BaigeAgent(LocalElasticAgent):
         *,
         log_line_prefix_template: str | None = None,
         shutdown_timeout: int = 30,
+        start_method: str = "spawn",
     ) -> None:
+        # "forkserver" with a function entrypoint: warm starts (baige.runtime.warm)
         super().__init__(
             spec,
             logs_specs,
-            start_method="spawn",
+            start_method=start_method,
             log_line_prefix_template=log_line_prefix_template,
             shutdown_timeout=shutdown_timeout,
         )
@@ -165,6 +204,7 @@ class BaigeAgent(LocalElasticAgent):
         self._next_progress = 0.0
         self._progress_ref: tuple[float, int] | None = None
         self._exited_first: dict[int, int] = {}
+        self._deaths: dict[int, float] = {}  # local rank -> monotonic time it ended (warm)
         self._worker_store: TCPStore | None = None
         self._relay = StderrRelay() if settings.relay_stderr else None
 
@@ -222,6 +262,7 @@ class BaigeAgent(LocalElasticAgent):
             rank: BeaconReader(beacon_path(self.settings.beacon_dir, rank)) for rank in self._pids
         }
         self._exited_first = {}
+        self._watch_deaths()
         if self._relay is not None:
             stderrs = getattr(self._pcontext, "stderrs", {}) or {}
             self._relay.follow(
@@ -314,40 +355,77 @@ class BaigeAgent(LocalElasticAgent):
                 out[rank] = reader.read()
         return out
 
-    def _handlers(self) -> dict[int, Any]:
+    def _handlers(self) -> dict[int, _Worker]:
+        """The current workers by local rank, whether started as new processes or forked
+        warm (:mod:`baige.runtime.warm`)."""
         pc = self._pcontext
         if isinstance(pc, SubprocessContext):
-            return dict(pc.subprocess_handlers)
+            return {local: _Worker(h.proc) for local, h in pc.subprocess_handlers.items()}
+        if isinstance(pc, MultiprocessContext) and pc._pc is not None:
+            return {local: _Worker(p) for local, p in enumerate(pc._pc.processes)}
         return {}
 
+    def _watch_deaths(self) -> None:
+        """Warm workers (multiprocessing processes) have sentinels: a thread notes when each
+        one ends, so that of several found dead at one look the first is blamed, not the
+        peers whose collectives failed because of it."""
+        deaths: dict[int, float] = {}
+        self._deaths = deaths
+        pc = self._pcontext
+        if not isinstance(pc, MultiprocessContext) or pc._pc is None:
+            return
+        pending = {p.sentinel: local for local, p in enumerate(pc._pc.processes)}
+
+        def watch() -> None:
+            while pending:
+                try:
+                    ready = multiprocessing.connection.wait(list(pending), timeout=5.0)
+                except (OSError, ValueError):  # the attempt is over: its sentinels closed
+                    return
+                now = time.monotonic()
+                for sentinel in ready:
+                    deaths.setdefault(pending.pop(sentinel), now)
+
+        threading.Thread(target=watch, name="baige-worker-deaths", daemon=True).start()
+
+    def _first_dead(self, dead: dict[int, int]) -> dict[int, int]:
+        """Of the workers found dead at one look, the cause: those a signal killed (a peer
+        of a killed rank fails its next collective and exits with an error), else the first
+        to end (warm workers' deaths are timed), else all of them."""
+        if len(dead) < 2:
+            return dead
+        signalled = {local: code for local, code in dead.items() if code < 0}
+        if signalled:
+            return signalled
+        if all(local in self._deaths for local in dead):
+            first = min(self._deaths[local] for local in dead)
+            return {r: c for r, c in dead.items() if self._deaths[r] - first <= 0.002}
+        return dead
+
     def _exit_codes(self) -> dict[int, int | None]:
-        by_local = {local: h.proc.poll() for local, h in self._handlers().items()}
+        by_local = {local: h.poll() for local, h in self._handlers().items()}
         return {rank: by_local.get(local) for rank, local in self._local.items()}
 
     def _reap_fast(self) -> None:
         """When a worker has died, kill the rest now: they can only fail in their next
         collective, and torch's own cleanup would give them 30 s to do so."""
         handlers = self._handlers()
-        codes = {local: h.proc.poll() for local, h in handlers.items()}
+        codes = {local: h.poll() for local, h in handlers.items()}
         dead = {local: c for local, c in codes.items() if c is not None and c != 0}
         if not dead:
             return
-        for local, code in dead.items():
+        for local, code in self._first_dead(dead).items():
             self._exited_first.setdefault(local, code)
         live = [h for local, h in handlers.items() if codes[local] is None]
         for handler in live:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(handler.proc.pid, signal.SIGTERM)
+            handler.kill(signal.SIGTERM)
         deadline = time.monotonic() + self.settings.stop_timeout_s
         for handler in live:
-            with contextlib.suppress(Exception):
-                handler.proc.wait(max(0.0, deadline - time.monotonic()))
-            if handler.proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(handler.proc.pid, signal.SIGKILL)
+            handler.wait(max(0.0, deadline - time.monotonic()))
+            if handler.poll() is None:
+                handler.kill(signal.SIGKILL)
                 # bounded: a process in uninterruptible sleep survives even SIGKILL
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    handler.proc.wait(self.settings.stop_timeout_s)
+                handler.wait(self.settings.stop_timeout_s)
 
     # ------------------------------------------------------------------ progress
 

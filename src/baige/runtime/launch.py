@@ -39,6 +39,7 @@ from baige.runtime.layout import (
     events_path,
 )
 from baige.runtime.report import reporter_from_env
+from baige.runtime.warm import ensure_forkserver, run_python, warm_args
 from baige.runtime.watch import WatchConfig
 
 if TYPE_CHECKING:  # baige.ckpt imports torch: only once a run really starts
@@ -88,6 +89,8 @@ class RunConfig:
     peer: PeerRun | None = None
     # how long a silent node stays in the rendezvous (torch's keep-alive: 3 beats)
     node_timeout_s: float = 15.0
+    # start every attempt's workers as new processes, never forked warm (baige.runtime.warm)
+    cold: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,11 +286,14 @@ def run(config: RunConfig) -> RunOutcome:
     if config.rdzv_backend == "static":
         host, _, port = config.rdzv_endpoint.rpartition(":")
         master_addr, master_port = host, int(port)
+    warm = None if config.cold else warm_args(entrypoint, args)
+    if warm is not None:
+        ensure_forkserver()  # preloads torch once, while the rendezvous proceeds
     spec = WorkerSpec(
         role="trainer",
         local_world_size=config.nproc_per_node,
-        entrypoint=entrypoint,
-        args=args,
+        entrypoint=run_python if warm is not None else entrypoint,
+        args=warm if warm is not None else args,
         rdzv_handler=registry.get_rendezvous_handler(params),
         max_restarts=config.max_restarts,
         monitor_interval=config.monitor_interval_s,
@@ -318,6 +324,7 @@ def run(config: RunConfig) -> RunOutcome:
         events,
         log_line_prefix_template="[rank${rank}]:",
         shutdown_timeout=config.stop_timeout_s,
+        start_method="forkserver" if warm is not None else "spawn",
     )
     plan = parse_faults(config.fault)
     events.emit(
@@ -333,6 +340,7 @@ def run(config: RunConfig) -> RunOutcome:
         faults=describe_all(plan.resolve(hi * config.nproc_per_node))[:2000] or None,
         run_dir=str(run_dir),
         pid=os.getpid(),
+        warm=warm is not None,
         peer=None
         if config.peer is None
         else {
