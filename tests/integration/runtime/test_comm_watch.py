@@ -22,7 +22,7 @@ def test_a_rank_with_a_slow_network_is_a_network_suspect_not_a_straggler(
 ) -> None:
     run = run_baige(
         tmp_path / "run",
-        [*WATCH, "--", str(TRAINER), "--steps", "60"],
+        [*WATCH, "--", str(TRAINER), "--steps", "200"],  # ≥ 2 windows after the fault
         env={"BAIGE_FAULT": "netslow:rank=1:factor=3:step=10"},
         timeout=180,
     )
