@@ -22,14 +22,10 @@ and its first step. Rounds alternate hot and cold; medians over ``--rounds`` of 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import os
-import re
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,79 +33,19 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
-
-from baige.ckpt.peer_client import PeerClient
-from baige.ckpt.peer_protocol import PeerError, read_secret
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = ROOT / "examples" / "runtime" / "train_transformer.py"
+sys.path.insert(0, str(ROOT))
+
+# the emulated node of tests/integration/runtime/test_node_loss.py (needs the test extras)
+from tests.integration.runtime.harness import (  # noqa: E402  (after the path)
+    EXAMPLE,
+    EmulatedNode,
+    buddy_holds,
+    free_port,
+)
+
 SAVE_EVERY = 8
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def processes_of(path: Path) -> list[int]:
-    """Live processes that carry ``path`` in their environment or command line."""
-    needle = str(path).encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        with contextlib.suppress(OSError):
-            blob = (entry / "environ").read_bytes() + (entry / "cmdline").read_bytes()
-            if needle in blob:
-                found.append(int(entry.name))
-    return found
-
-
-def events(run_dir: Path, name: str) -> list[dict[str, Any]]:
-    path = run_dir / "events.jsonl"
-    if not path.exists():
-        return []
-    return [e for e in map(json.loads, path.open()) if e.get("event") == name]
-
-
-class Node:
-    def __init__(self, work: Path, shm: Path, name: str, args: list[str]) -> None:
-        self.run_dir = work / name
-        self.shm = shm / name
-        self.shm.mkdir()
-        self.out = work / f"{name}.out"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BAIGE_")}
-        env.update(BAIGE_CKPT_SHM_DIR=str(self.shm), BAIGE_NODE=name)
-        cmd = [sys.executable, "-m", "baige.runtime", "--run-dir", str(self.run_dir), *args]
-        with self.out.open("w") as out:
-            self.proc = subprocess.Popen(
-                cmd, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
-
-    def logged_step(self) -> int:
-        steps = [int(m[1]) for m in re.finditer(r"step=(\d+) loss=", self.out.read_text())]
-        return max(steps, default=-1)
-
-    def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        for pid in processes_of(self.run_dir) + processes_of(self.shm):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(10)
-
-
-def buddy_holds(address: str, secret: Path, rank: int, run_id: str) -> int:
-    client = PeerClient(address, read_secret(secret), timeout_s=2.0)
-    try:
-        held = client.list(run_id, rank)
-    except PeerError:
-        return -1
-    return max((int(item["step"]) for item in held), default=-1)
 
 
 def one_run(hot: bool, args: argparse.Namespace, work: Path) -> dict[str, float]:
@@ -123,8 +59,8 @@ def one_run(hot: bool, args: argparse.Namespace, work: Path) -> dict[str, float]
     train = ["--steps", str(args.steps), "--save-every", str(SAVE_EVERY), "--log-every", "1",
              "--linger", "60"]  # fmt: skip
 
-    def node(name: str, bind: int, buddy: int, *extra: str) -> Node:
-        return Node(work, shm, name, [
+    def node(name: str, bind: int, buddy: int, *extra: str) -> EmulatedNode:
+        return EmulatedNode(work, shm, name, [
             "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-endpoint", f"127.0.0.1:{rdzv}",
             "--run-id", run_id, "--max-restarts", "3", "--node-timeout", "3",
             "--peer-secret-file", str(secret), "--peer-bind", f"127.0.0.1:{bind}",
@@ -136,7 +72,7 @@ def one_run(hot: bool, args: argparse.Namespace, work: Path) -> dict[str, float]
     a = node("node-a", port_a, port_b)
     time.sleep(1.0)
     b = node("node-b", port_b, port_a)
-    spare: Node | None = None
+    spare: EmulatedNode | None = None
     try:
         deadline = time.monotonic() + 180
         while b.logged_step() < 2:  # the two have formed the job
@@ -156,9 +92,7 @@ def one_run(hot: bool, args: argparse.Namespace, work: Path) -> dict[str, float]
                 raise RuntimeError(f"step {last_save} never reached the buddy")
             time.sleep(0.05)
         killed = time.time()
-        b.kill()
-        shutil.rmtree(b.shm, ignore_errors=True)
-        shutil.rmtree(b.run_dir / "ckpt", ignore_errors=True)
+        b.kill_whole_node()
         if not hot:
             spare = node(*spare_args)
         assert spare is not None
@@ -172,12 +106,12 @@ def one_run(hot: bool, args: argparse.Namespace, work: Path) -> dict[str, float]
                 raise RuntimeError(f"{n.run_dir.name} exited {code}:\n{n.out.read_text()[-2000:]}")
     finally:
         for n in (a, b, spare):
-            if n is not None:
-                n.kill()
+            if n is not None and n.proc.poll() is None:
+                n.stop()
         shutil.rmtree(shm, ignore_errors=True)
-    detected = [e["ts"] for e in events(a.run_dir, "fault_detected") if e["ts"] > killed]
-    started = [e["ts"] for e in events(spare.run_dir, "workers_started")]
-    restored = events(spare.run_dir, "restored")
+    detected = [e["ts"] for e in a.events("fault_detected") if e["ts"] > killed]
+    started = [e["ts"] for e in spare.events("workers_started")]
+    restored = spare.events("restored")
     if not restored or restored[0].get("source") != "buddy":
         raise RuntimeError(f"the spare did not restore from the buddy: {restored}")
     return {

@@ -6,8 +6,8 @@ them, a real compute check.
 
 A fake node slowed with ``baige fault slow`` (its declared fake health file says
 ``slow_compute``) really computes that many times slower in its check. Nodes of other
-backends (Slurm) have no probe here: their gangs start without a pre-flight, and the event
-says so.
+backends (Slurm) have no probe here: the platform turns the gate off for them, so their gangs
+start without a pre-flight.
 """
 
 from __future__ import annotations
@@ -33,26 +33,20 @@ class LocalProbes:
         """``nodes``: each node's name and its fake health file (None: a real node)."""
         self._health = dict(nodes)
         self._servers: dict[str, ProbeServer] = {}
-        self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
         for name in self._health:
             server = ProbeServer(("127.0.0.1", 0), name)
-            thread = threading.Thread(
+            threading.Thread(
                 target=server.serve_forever, args=(0.2,), name=f"probe-{name}", daemon=True
-            )
-            thread.start()
+            ).start()
             self._servers[name] = server
-            self._threads.append(thread)
 
     def stop(self) -> None:
         for server in self._servers.values():
             server.shutdown()
             server.server_close()
         self._servers.clear()
-
-    def address(self, node: str) -> str:
-        return self._servers[node].address
 
     def run(self, nodes: Sequence[str], settings: PreflightSettings) -> PreflightReport:
         missing = [n for n in nodes if n not in self._servers]

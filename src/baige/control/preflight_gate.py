@@ -20,7 +20,6 @@ the gang start and says so in an event: a broken diagnostic must not hold every 
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -40,8 +39,6 @@ from baige.sched import lifecycle
 from baige.store.tables import NodeRow, WorkloadRow
 
 __all__ = ["PreflightGate", "PreflightGating", "PreflightSettings", "Runner", "Verdict"]
-
-log = logging.getLogger("baige.controller")
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,11 +69,11 @@ def warm_args(entrypoint: str, args: Sequence[str]) -> tuple[str, ...] | None:
     return tuple(rest)
 
 
-def ensure_forkserver(extra: Sequence[str] = ()) -> None:
+def ensure_forkserver() -> None:
     """Start the forkserver with the modules preloaded (once per process; it lives as long
     as the agent)."""
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([*PRELOAD, *extra])
+    context.set_forkserver_preload(list(PRELOAD))
     from multiprocessing import forkserver  # noqa: PLC0415
 
     forkserver.ensure_running()

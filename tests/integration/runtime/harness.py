@@ -1,11 +1,16 @@
 """Running ``baige run`` as a user does: ``python -m baige.runtime``, a real process with real
-workers, and finding every process a run started (to prove none outlives its test)."""
+workers, and finding every process a run started (to prove none outlives its test); an
+emulated node (an agent with its own shared memory and disk) that can be lost whole, used by
+``test_node_loss.py`` and ``bench/node_loss.py``."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -14,9 +19,20 @@ from typing import Any
 
 import pytest
 
+from baige.ckpt.peer_client import PeerClient
+from baige.ckpt.peer_protocol import PeerError, read_secret
 from baige.runtime.events import read_events
 
-__all__ = ["EXAMPLE", "TOY", "Run", "processes_of", "run_baige"]
+__all__ = [
+    "EXAMPLE",
+    "TOY",
+    "EmulatedNode",
+    "Run",
+    "buddy_holds",
+    "free_port",
+    "processes_of",
+    "run_baige",
+]
 
 ROOT = Path(__file__).parents[3]
 EXAMPLE = ROOT / "examples" / "runtime" / "train_transformer.py"
@@ -80,3 +96,68 @@ def run_baige(
         out, err = proc.communicate()
         pytest.fail(f"baige run did not finish in {timeout} s:\n{err[-5000:]}")
     return Run(proc.returncode, err, out, run_dir)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def buddy_holds(address: str, secret: Path, rank: int, run_id: str) -> int:
+    """The newest step the buddy at ``address`` holds for ``rank`` of ``run_id`` (-1: none)."""
+    client = PeerClient(address, read_secret(secret), timeout_s=2.0)
+    try:
+        held = client.list(run_id, rank)
+    except PeerError:
+        return -1
+    return max((int(item["step"]) for item in held), default=-1)
+
+
+class EmulatedNode:
+    """One emulated node: a ``baige run`` agent with its own run dir and shared memory."""
+
+    def __init__(self, tmp: Path, shm: Path, name: str, args: list[str]) -> None:
+        self.run_dir = tmp / name
+        self.shm = shm / name
+        self.shm.mkdir()
+        self.out = tmp / f"{name}.out"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BAIGE_")}
+        env.update(BAIGE_CKPT_SHM_DIR=str(self.shm), BAIGE_NODE=name)
+        cmd = [sys.executable, "-m", "baige.runtime", "--run-dir", str(self.run_dir), *args]
+        with self.out.open("w") as out:
+            self.proc = subprocess.Popen(
+                cmd, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+
+    def logged_step(self) -> int:
+        steps = [int(m[1]) for m in re.finditer(r"step=(\d+) loss=", self.out.read_text())]
+        return max(steps, default=-1)
+
+    def stop(self) -> None:
+        """Every process that belongs to the node, killed."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        for pid in processes_of(self.run_dir) + processes_of(self.shm):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def kill_whole_node(self) -> None:
+        """Every process that belongs to the node, then its memory and its local disk."""
+        self.stop()
+        shutil.rmtree(self.shm)
+        shutil.rmtree(self.run_dir / "ckpt")
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            pytest.fail(f"{self.run_dir.name} did not finish:\n{self.out.read_text()[-4000:]}")
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        path = self.run_dir / "events.jsonl"
+        return [e for e in read_events(path) if e["event"] == name] if path.exists() else []

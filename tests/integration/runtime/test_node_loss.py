@@ -12,15 +12,11 @@ memory, and the run ends with bit for bit the final loss of a run that lost noth
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import re
 import secrets
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import time
 import uuid
@@ -29,32 +25,19 @@ from pathlib import Path
 
 import pytest
 
-from baige.ckpt.peer_client import PeerClient
-from baige.ckpt.peer_protocol import PeerError, read_secret
-from baige.runtime.events import read_events
-from tests.integration.runtime.harness import EXAMPLE, ROOT, processes_of, run_baige
+from tests.integration.runtime.harness import (
+    EXAMPLE,
+    EmulatedNode,
+    buddy_holds,
+    free_port,
+    run_baige,
+)
 
 STEPS = 60
 SAVE_EVERY = 8
 KILL_AT = 28  # node B dies once it has logged this step
 TRAIN = ["--steps", str(STEPS), "--save-every", str(SAVE_EVERY), "--log-every", "1",
          "--linger", "60"]  # fmt: skip
-
-
-def buddy_holds(address: str, secret: Path, rank: int) -> int:
-    """The newest step the buddy at ``address`` holds for ``rank`` of the run (-1: none)."""
-    client = PeerClient(address, read_secret(secret), timeout_s=2.0)
-    try:
-        held = client.list("node-loss", rank)
-    except PeerError:
-        return -1
-    return max((int(item["step"]) for item in held), default=-1)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -65,50 +48,6 @@ def shm_nodes() -> Iterator[Path]:
         yield root
     finally:
         shutil.rmtree(root, ignore_errors=True)
-
-
-class Node:
-    """One emulated node: a ``baige run`` agent with its own run dir and shared memory."""
-
-    def __init__(self, tmp: Path, shm: Path, name: str, args: list[str]) -> None:
-        self.run_dir = tmp / name
-        self.shm = shm / name
-        self.shm.mkdir()
-        self.out = tmp / f"{name}.out"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BAIGE_")}
-        env.update(BAIGE_CKPT_SHM_DIR=str(self.shm), BAIGE_NODE=name)
-        cmd = [sys.executable, "-m", "baige.runtime", "--run-dir", str(self.run_dir), *args]
-        with self.out.open("w") as out:
-            self.proc = subprocess.Popen(
-                cmd, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
-
-    def logged_step(self) -> int:
-        steps = [int(m[1]) for m in re.finditer(r"step=(\d+) loss=", self.out.read_text())]
-        return max(steps, default=-1)
-
-    def kill_whole_node(self) -> None:
-        """Every process that belongs to the node, then its memory."""
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        for pid in processes_of(self.run_dir) + processes_of(self.shm):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        self.proc.wait()
-        shutil.rmtree(self.shm)
-        shutil.rmtree(self.run_dir / "ckpt")  # its local disk goes too
-
-    def wait(self, timeout: float) -> int:
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-            pytest.fail(f"{self.run_dir.name} did not finish:\n{self.out.read_text()[-4000:]}")
-
-    def events(self, name: str) -> list[dict[str, object]]:
-        path = self.run_dir / "events.jsonl"
-        return [e for e in read_events(path) if e["event"] == name] if path.exists() else []
 
 
 def test_a_whole_node_lost_mid_run_resumes_from_the_buddys_memory_on_a_spare(
@@ -127,7 +66,7 @@ def test_a_whole_node_lost_mid_run_resumes_from_the_buddys_memory_on_a_spare(
     out = tmp_path / "final.json"
     rdzv, port_a, port_b, port_c = (free_port() for _ in range(4))
 
-    def node(name: str, bind: int, buddy: int, *extra: str) -> Node:
+    def node(name: str, bind: int, buddy: int, *extra: str) -> EmulatedNode:
         args = [
             "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-endpoint", f"127.0.0.1:{rdzv}",
             "--run-id", "node-loss", "--max-restarts", "3", "--node-timeout", "3",
@@ -135,12 +74,12 @@ def test_a_whole_node_lost_mid_run_resumes_from_the_buddys_memory_on_a_spare(
             "--peer-buddy", f"127.0.0.1:{buddy}", *extra,
             "--", sys.executable, str(EXAMPLE), *TRAIN, "--out", str(out),
         ]  # fmt: skip
-        return Node(tmp_path, shm_nodes, name, args)
+        return EmulatedNode(tmp_path, shm_nodes, name, args)
 
     a = node("node-a", port_a, port_b)  # first, so the lower pid: rank 0 in every round
     time.sleep(1.0)
     b = node("node-b", port_b, port_a)
-    spare: Node | None = None
+    spare: EmulatedNode | None = None
     try:
         deadline = time.monotonic() + 120
         while b.logged_step() < KILL_AT:
@@ -151,7 +90,7 @@ def test_a_whole_node_lost_mid_run_resumes_from_the_buddys_memory_on_a_spare(
         # save it made to A: the test is then about restoring, not about a push's timing
         os.killpg(b.proc.pid, signal.SIGSTOP)
         last_save = max(s for s in range(b.logged_step()) if (s + 1) % SAVE_EVERY == 0)
-        while buddy_holds(f"127.0.0.1:{port_a}", secret, rank=1) < last_save:
+        while buddy_holds(f"127.0.0.1:{port_a}", secret, rank=1, run_id="node-loss") < last_save:
             assert time.monotonic() < deadline, f"step {last_save} never reached the buddy"
             time.sleep(0.1)
         b.kill_whole_node()

@@ -1,5 +1,5 @@
 """The controller's workload lifecycle, table-driven: SQLite, the declared fake backend with
-a script, and a clock the test steps. No server, no processes, no mock.patch."""
+a script, and a clock the test steps. No server, no processes, nothing patched."""
 
 from __future__ import annotations
 

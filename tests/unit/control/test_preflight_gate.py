@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from sqlalchemy import select
@@ -29,6 +30,7 @@ from baige.store.db import Database
 from baige.store.tables import EventRow, NodeRow, WorkloadRow
 
 ADMIN = Principal("test", None, admin=True)
+_Row = TypeVar("_Row", WorkloadRow, NodeRow)
 
 GANG = """\
 kind: TrainingJob
@@ -75,12 +77,15 @@ class Cluster:
         (spec,) = load_specs(GANG.format(replicas=replicas))
         return self.service.submit(ADMIN, spec)[0].id  # type: ignore[arg-type]
 
-    def workload(self, workload_id: str) -> WorkloadRow:
+    def row(self, table: type[_Row], key: str) -> _Row:
         with self.db.session() as session:
-            row = session.get(WorkloadRow, workload_id)
+            row = session.get(table, key)
             assert row is not None
             session.expunge(row)
             return row
+
+    def workload(self, workload_id: str) -> WorkloadRow:
+        return self.row(WorkloadRow, workload_id)
 
     def events(self, kind: str, object_id: str) -> list[EventRow]:
         with self.db.session() as session:
@@ -91,11 +96,7 @@ class Cluster:
             return rows
 
     def node(self, name: str) -> NodeRow:
-        with self.db.session() as session:
-            row = session.get(NodeRow, name)
-            assert row is not None
-            session.expunge(row)
-            return row
+        return self.row(NodeRow, name)
 
     def pass_until(self, predicate: object, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
