@@ -61,7 +61,9 @@ def warm_args(entrypoint: str, args: Sequence[str]) -> tuple[str, ...] | None:
         r"python(\d+(\.\d+)?)?", here[1]
     ):
         return None
-    rest = [a for a in args if a != "-u"]  # unbuffered: the warm worker flushes every line
+    rest = list(args)
+    while rest and rest[0] == "-u":  # python's unbuffered flag (the warm worker flushes every
+        rest.pop(0)  # line); a -u after the script is the script's own argument
     if not rest or (rest[0].startswith("-") and rest[0] != "-m"):
         return None  # other interpreter options (-c, -X, -O …) are left to a real python
     if rest[0] == "-m":

@@ -32,6 +32,8 @@ def test_which_commands_run_warm(tmp_path: Path) -> None:
     here = sys.executable
     assert warm_args(here, ("-u", "train.py", "--steps", "3")) == ("train.py", "--steps", "3")
     assert warm_args(here, ("-m", "pkg.train", "--x")) == ("-m", "pkg.train", "--x")
+    # a -u after the script is the script's own argument, kept
+    assert warm_args(here, ("-u", "train.py", "-u", "3")) == ("train.py", "-u", "3")
     sibling = str(Path(here).with_name("python3"))
     if Path(sibling).exists():
         assert warm_args(sibling, ("train.py",)) == ("train.py",)
