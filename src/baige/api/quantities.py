@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, PlainSerializer
 
 __all__ = [
     "CpuMilli",
@@ -104,6 +104,17 @@ def parse_duration_s(value: object) -> float:
     return seconds
 
 
-CpuMilli = Annotated[int, BeforeValidator(parse_cpu_milli)]
-MemoryMiB = Annotated[int, BeforeValidator(parse_memory_mib)]
+def _cores(milli: int) -> int | float:
+    """Thousandths of a core written back as cores (``1500`` → 1.5), which parse back to the
+    same value: a stored spec is read again, and a bare number means cores there too."""
+    return milli // 1000 if milli % 1000 == 0 else milli / 1000
+
+
+def _mebibytes(mib: int) -> str:
+    """MiB written back with their unit (``512`` → ``"512Mi"``): a bare number reads as bytes."""
+    return f"{mib}Mi"
+
+
+CpuMilli = Annotated[int, BeforeValidator(parse_cpu_milli), PlainSerializer(_cores)]
+MemoryMiB = Annotated[int, BeforeValidator(parse_memory_mib), PlainSerializer(_mebibytes)]
 DurationSeconds = Annotated[float, BeforeValidator(parse_duration_s)]

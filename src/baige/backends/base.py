@@ -57,6 +57,10 @@ class ReplicaLaunch:
     # a job spanning accelerator types: its split (baige.train.plan JSON), which the backend
     # writes into the replica's run directory and names in BAIGE_HETERO_PLAN
     hetero_plan: str = ""
+    # host resources the replica asked for (0: none): a backend whose engine allocates CPU
+    # and memory itself (Slurm) asks it for as much
+    cpu_milli: int = 0
+    memory_mib: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -247,6 +247,10 @@ class SlurmBackend:
             args += [f"--uid={identity.uid}", f"--gid={identity.gid}"]
         if replica.devices:
             args.append(f"--gres=gpu:{gres_type}:{len(replica.devices)}")
+        if replica.cpu_milli:  # Slurm allocates whole CPUs; Baige already counted them
+            args.append(f"--cpus-per-task={-(-replica.cpu_milli // 1000)}")
+        if replica.memory_mib:
+            args.append(f"--mem={replica.memory_mib}M")
         if self.partition:
             args.append(f"--partition={self.partition}")
         if replica.working_dir:

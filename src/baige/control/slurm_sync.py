@@ -45,8 +45,8 @@ class SlurmSync:
                 accelerators=AcceleratorGroup(type=node.accel_type, count=node.gpus)
                 if node.accel_type and node.gpus
                 else None,
-                cpu=node.cpus * 1000,
-                memory=node.memory_mb,
+                cpu=node.cpus,  # cores, as a node spec reads a bare number
+                memory=node.memory_mb * (1 << 20),  # bytes, likewise
                 labels={"baige.io/slurm-gres": node.slurm_gpu_type} if node.slurm_gpu_type else {},
                 topology=("slurm",),
                 cordoned=node.drained,

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from baige.api.nodes import Health
+from baige.api.quantities import parse_cpu_milli, parse_memory_mib
 from baige.api.queues import QueueSpec
 from baige.api.workloads import InferenceServiceSpec, TrainingJobSpec
 from baige.backends.base import ReplicaLaunch
@@ -66,13 +67,17 @@ def _node_shape(spec: dict[str, object]) -> tuple[tuple[str, ...], dict[str, str
     """What the scheduler needs from a stored node spec (validated at registration)."""
     topology = spec.get("topology") or ()
     labels = spec.get("labels") or {}
-    cpu, memory = spec.get("cpu", 0), spec.get("memory", 0)
+    try:  # stored as written back by the spec (cores, "…Mi")
+        cpu = parse_cpu_milli(spec.get("cpu", 0))
+        memory = parse_memory_mib(spec.get("memory") or "0Mi")
+    except ValueError:
+        cpu = memory = 0
     return (
         tuple(str(t) for t in topology) if isinstance(topology, list | tuple) else (),
         {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {},
         str(spec.get("pool") or "default"),
-        cpu if isinstance(cpu, int) else 0,
-        memory if isinstance(memory, int) else 0,
+        cpu,
+        memory,
     )
 
 
@@ -232,6 +237,8 @@ def launch_record(
         env=env,
         working_dir=spec.working_dir,
         want_port=isinstance(spec, InferenceServiceSpec),
+        cpu_milli=spec.resources.cpu,
+        memory_mib=spec.resources.memory,
         accel_type=accel,
         devices=tuple(replica.devices),
         visibility_env=visibility,
