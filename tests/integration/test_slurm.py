@@ -70,6 +70,23 @@ def test_inventory_becomes_baige_nodes(platform) -> None:
     assert all(n.accelerator_type == "h100" and n.devices == 4 for n in nodes.values())
 
 
+def test_a_cpu_only_job_gets_its_cpus_from_slurm(platform, tmp_path: Path) -> None:
+    client = platform.client()
+    assert {n.cpu for n in client.nodes()} == {32_000}  # each logical node's CPUs=32
+    job = client.submit(
+        spec(
+            "kind: TrainingJob\nname: prep\nqueue: default\n"
+            "resources: {cpu: 3, memory: 512Mi}\n"
+            "command: [sh, -c, 'echo cpus=$SLURM_CPUS_PER_TASK mem=$SLURM_MEM_PER_NODE "
+            "gpus=${CUDA_VISIBLE_DEVICES-unset}']\n"
+        )
+    )
+    wait_for(lambda: client.job(job.id).phase == "succeeded", timeout=60)
+    text = b"".join(client.logs(job.id)).decode()
+    assert "cpus=3 mem=512" in text  # Slurm allocated what Baige placed
+    assert "gpus=unset" in text or "gpus= " in text or text.rstrip().endswith("gpus=")
+
+
 def test_a_gang_lands_on_the_nodes_baige_chose(platform, tmp_path: Path) -> None:
     client = platform.client()
     job = client.submit(spec(GANG.replace("WORKDIR", str(tmp_path)).replace("SLEEP", "1")))

@@ -142,6 +142,8 @@ class NodeView(BaseModel):
     topology: list[str] = Field(default_factory=list)
     pool: str = "default"
     workloads: list[str] = Field(default_factory=list, description="ids of what runs here")
+    cpu: int = Field(default=0, description="host CPU in thousandths of a core (0: not tracked)")
+    memory: int = Field(default=0, description="host memory in MiB (0: not tracked)")
 
 
 class QueueUsage(BaseModel):

@@ -12,7 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints, field_validator, model_validator
+from pydantic import Field, StringConstraints, ValidationInfo, field_validator, model_validator
 
 from baige.api.common import (
     MAX_LABELS,
@@ -102,11 +102,16 @@ class AcceleratorRequest(SpecModel):
     ``types`` lists the accepted accelerator types in order of preference; the scheduler
     tries them in that order and never places a replica on a type that is not listed.
     ``mix`` says whether a training job's replicas may span several of those types.
+
+    ``count: 0`` is a CPU-only workload (data preparation, evaluation, a tokenizer service):
+    it takes only the host CPU and memory under ``resources``, on nodes of the listed types
+    or, with no ``types``, on any node that tracks its CPU or memory. A spec without an
+    ``accelerators`` section is one.
     """
 
-    count: int = Field(default=1, ge=1, le=64)
+    count: int = Field(default=1, ge=0, le=64)
     share: float | None = Field(default=None, gt=0, le=1)
-    types: tuple[AcceleratorType, ...] = Field(min_length=1, max_length=64)
+    types: tuple[AcceleratorType, ...] = Field(default=(), max_length=64)
     mix: Mix = Mix.NEVER
 
     @field_validator("types", mode="before")
@@ -116,6 +121,16 @@ class AcceleratorRequest(SpecModel):
 
     @model_validator(mode="after")
     def _coherent(self) -> AcceleratorRequest:
+        if self.count == 0:
+            if self.share is not None:
+                raise ValueError("share is a part of one card: it needs count: 1, not 0")
+            if self.mix is not Mix.NEVER:
+                raise ValueError("mix spreads cards over types: a CPU-only job (count: 0) has none")
+        elif not self.types:
+            raise ValueError(
+                f"types: list the accelerator types {self.count} card(s) may be of, e.g. "
+                "[h100]; a CPU-only job says count: 0"
+            )
         if len(set(self.types)) != len(self.types):
             raise ValueError(f"types lists an accelerator type twice: {list(self.types)}")
         if self.share is not None and self.share < 1 and self.count != 1:
@@ -174,11 +189,15 @@ class CheckpointPolicy(SpecModel):
     directory: Text | None = None
 
 
+def _cpu_only() -> AcceleratorRequest:
+    return AcceleratorRequest(count=0)
+
+
 class _WorkloadBase(SpecModel):
     name: Name
     queue: Name
-    accelerators: AcceleratorRequest
-    resources: Resources = Field(default_factory=Resources)
+    accelerators: AcceleratorRequest = Field(default_factory=_cpu_only)
+    resources: Resources = Field(default_factory=Resources, validate_default=True)
     command: tuple[Argument, ...] = Field(min_length=1, max_length=4096)
     env: dict[Annotated[str, StringConstraints(max_length=256)], Argument] = Field(
         default_factory=dict, max_length=1024
@@ -212,6 +231,18 @@ class _WorkloadBase(SpecModel):
                 raise ValueError(
                     f"env sets {key}, which Baige sets itself ({key} {RESERVED_ENV[key]}); "
                     "remove it from env"
+                )
+        return value
+
+    @field_validator("resources")
+    @classmethod
+    def _asks_for_something(cls, value: Resources, info: ValidationInfo) -> Resources:
+        accelerators = info.data.get("accelerators")  # absent if it was invalid itself
+        if isinstance(accelerators, AcceleratorRequest) and accelerators.count == 0:
+            if not (value.cpu or value.memory):
+                raise ValueError(
+                    "a CPU-only workload (no accelerators, or accelerators.count: 0) must ask "
+                    "for cpu or memory here, e.g. resources: {cpu: 4, memory: 8Gi}"
                 )
         return value
 

@@ -92,6 +92,10 @@ def _cards(view: WorkloadView) -> str:
     accelerators = spec.get("accelerators")
     if not isinstance(accelerators, dict):
         return "-"
+    if accelerators.get("count") == 0:  # a CPU-only workload: say what it asks for instead
+        resources = spec.get("resources")
+        cpu = resources.get("cpu") if isinstance(resources, dict) else None
+        return f"{view.replicas}×{cpu:g} CPU" if isinstance(cpu, int | float) and cpu else "CPU"
     share = accelerators.get("share")
     per = f"{share:g}" if isinstance(share, float) else str(accelerators.get("count", 1))
     types = accelerators.get("types") or []

@@ -51,6 +51,17 @@ SYSTEM = Principal("system", None, admin=True)
 HEARTBEAT_S = 2.0
 
 
+
+def host_capacity() -> tuple[int, int]:
+    """This machine's CPU (cores) and memory (bytes), as a local node declares them (a node
+    spec reads a bare number as cores and as bytes)."""
+    cpu = os.cpu_count() or 1
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        memory = 0  # not known here: memory is then not tracked on the node
+    return cpu, memory
+
 class AlreadyRunning(RuntimeError):
     pass
 
@@ -263,10 +274,15 @@ class Platform:
         if self.slurm is not None:
             self.slurm.run_once()  # Slurm's nodes are the cluster
         elif self.local_nodes:
+            # the local nodes share this machine: each offers all of its CPU and memory, so
+            # that CPU-only jobs have somewhere to run and no job asks for more than is here
+            cpu, memory = host_capacity()
             specs = [
                 NodeSpec(
                     name=name,
                     accelerators=AcceleratorGroup(type=group.type, count=group.count),
+                    cpu=cpu,
+                    memory=memory,
                     topology=("local", f"rack-{index // 4}"),
                     labels={"baige.io/fake": str(group.fake).lower()},
                 )

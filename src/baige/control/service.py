@@ -114,6 +114,8 @@ def node_view(row: NodeRow, allocated: float = 0.0) -> NodeView:
         allocated=allocated,
         topology=list(spec.topology),
         pool=spec.pool,
+        cpu=spec.cpu,
+        memory=spec.memory,
     )
 
 

@@ -21,7 +21,15 @@ from collections.abc import Iterable, Iterator
 
 from baige.sched.model import MILLI, Node, Placement
 
-__all__ = ["ClusterState", "Domain", "NodeSlot", "OverAllocationError", "TypeIndex"]
+__all__ = [
+    "SHARE_TAG",
+    "ClusterState",
+    "Domain",
+    "NodeSlot",
+    "OverAllocationError",
+    "TypeIndex",
+    "tag_of",
+]
 
 
 class OverAllocationError(ValueError):
@@ -81,6 +89,17 @@ class Domain:
         return f"Domain({self.name!r}, level={self.level})"
 
 
+SHARE_TAG = -1
+
+
+def tag_of(devices: int, milli: int) -> int | None:
+    """A replica's card shape as the FGD paper tags pods: a share of one card
+    (:data:`SHARE_TAG`, whatever its size), ``k`` whole cards, or none for a CPU-only one."""
+    if devices == 0:
+        return None
+    return SHARE_TAG if milli < MILLI else devices
+
+
 class NodeSlot:
     """One node's free capacity inside a cycle."""
 
@@ -93,6 +112,7 @@ class NodeSlot:
         "indexed",
         "mem_free",
         "node",
+        "tags",
         "whole",
     )
 
@@ -106,6 +126,20 @@ class NodeSlot:
         self.domains: tuple[Domain, ...] = ()
         self.cpu_free = node.cpu_milli
         self.mem_free = node.memory_mib
+        # replicas on the node per card shape (``tag_of``): what the GPU-clustering
+        # baseline of the FGD paper groups by
+        self.tags: dict[int, int] = {}
+
+    def tag(self, devices: int, milli: int, count: int) -> None:
+        """Count ``count`` replicas of this shape in (or, negative, out)."""
+        key = tag_of(devices, milli)
+        if key is None:
+            return
+        left = self.tags.get(key, 0) + count
+        if left > 0:
+            self.tags[key] = left
+        else:
+            self.tags.pop(key, None)
 
     @property
     def avail(self) -> int:
@@ -194,6 +228,7 @@ class ClusterState:
         slot.whole -= whole
         slot.cpu_free -= cpu
         slot.mem_free -= mem
+        slot.tag(len(devices), milli, 1)
         return slot
 
     def build_indexes(self) -> None:
@@ -287,6 +322,7 @@ class ClusterState:
             raise OverAllocationError(f"node {slot.node.name}: a device is listed twice")
         slot.cpu_free -= cpu
         slot.mem_free -= mem
+        slot.tag(len(devices), milli, 1)
         old_avail = slot.avail
         for device in devices:
             before = free[device]
@@ -312,6 +348,7 @@ class ClusterState:
                 raise OverAllocationError(f"node {slot.node.name}: device {device} over-released")
         slot.cpu_free += cpu
         slot.mem_free += mem
+        slot.tag(len(devices), milli, -1)
         old_avail = slot.avail
         for device in devices:
             before = free[device]

@@ -35,7 +35,15 @@ from baige.sched.decisions import (
 )
 from baige.sched.fairness import FairOrder, queue_order_key
 from baige.sched.mixed import try_mixed
-from baige.sched.model import MILLI, Health, Mix, Placement, Snapshot, Workload
+from baige.sched.model import (
+    MILLI,
+    Health,
+    Mix,
+    Placement,
+    Snapshot,
+    Workload,
+    accepted_types,
+)
 from baige.sched.never_fits import TypeCapacity, never_fits, type_capacities
 from baige.sched.placement import Failure, Placer
 from baige.sched.preemption import VictimPlan, find_victims, victim_reason
@@ -352,7 +360,7 @@ class _Cycle:
         floor, want = self._sizes(workload)
         failures: list[tuple[str, Failure]] = []
         if workload.mix is not Mix.REQUIRED:
-            for accel in workload.accel_types:
+            for accel in self._types_to_try(workload):
                 outcome = self._try(workload, accel, floor, want)
                 if isinstance(outcome, Admit):
                     self._admitted(outcome)
@@ -384,6 +392,21 @@ class _Cycle:
         self.pending[workload.id] = Pending(workload.id, reason, message)
         return False
 
+    def _types_to_try(self, workload: Workload) -> tuple[str, ...]:
+        """The accepted types in the order to try them: the user's preference order, or, for
+        types accepted as equals, best node first (one decision across types, as the FGD
+        paper's scheduler scores every feasible node whatever its model)."""
+        types = accepted_types(workload, self.state.cluster.types)
+        if workload.types_ranked or len(types) < 2:
+            return types
+        placer = self.state.placer
+        by_node = self.state.profile.tie_break == "node-order"
+        keys = []
+        for position, accel in enumerate(types):
+            score, idx = placer.best_score(workload, accel)
+            keys.append((-score, idx if by_node else position, position))
+        return tuple(types[key[2]] for key in sorted(keys))
+
     def _never_fits(self, workload: Workload, floor: int) -> str | None:
         """Why ``workload`` could not be placed even on an empty cluster (None: it could)."""
         state = self.state
@@ -391,13 +414,14 @@ class _Cycle:
             self.capacities = type_capacities(slot.node for slot in state.cluster.slots)
         ledger = state.ledger
         limits: dict[str, list[tuple[str, int]]] = {}
-        for accel in workload.accel_types:
+        types = accepted_types(workload, state.cluster.types)
+        for accel in types:
             for queue in ledger.path(workload.queue):
                 limit = ledger.limit(queue, accel)
                 if limit is not None:
                     limits.setdefault(accel, []).append((queue, limit))
         request = state.placer.effective_request(workload)
-        return never_fits(workload.accel_types, request, floor, self.capacities, limits)
+        return never_fits(types, request, floor, self.capacities, limits)
 
     def _preempt_for(self, workload: Workload, accel: str, floor: int, want: int) -> bool:
         state = self.state
@@ -444,7 +468,7 @@ class _Cycle:
         request = state.placer.effective_request(workload)
         if not profile.backfill or not workload.gang:
             return False
-        if floor * request.devices < profile.reserve_min_cards:
+        if request.host_only or floor * request.devices < profile.reserve_min_cards:
             return False
         for accel, failure in failures:
             if failure.reason not in (

@@ -7,7 +7,7 @@ in integer units (accelerator shares in thousandths of a card, called *milli*).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -27,6 +27,7 @@ __all__ = [
     "Request",
     "Snapshot",
     "Workload",
+    "accepted_types",
 ]
 
 MILLI = 1000  # one whole accelerator, in thousandths
@@ -93,7 +94,13 @@ class Kind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """What ONE replica needs: ``devices`` cards, each a ``milli`` share (1000 = whole)."""
+    """What ONE replica needs: ``devices`` cards, each a ``milli`` share (1000 = whole), and
+    host CPU and memory.
+
+    ``devices`` 0 is a CPU-only replica (a data loader, a preprocessing or evaluation task):
+    it takes only host CPU and memory, so it must ask for one of them, and it goes on any node
+    that tracks what it asks for (a node that tracks neither has no room to give it).
+    """
 
     devices: int = 1
     milli: int = MILLI
@@ -101,8 +108,17 @@ class Request:
     memory_mib: int = 0
 
     def __post_init__(self) -> None:
-        if self.devices < 1:
-            raise ValueError(f"a replica needs at least one device, not {self.devices}")
+        if self.devices < 0:
+            raise ValueError(f"a replica needs zero or more devices, not {self.devices}")
+        if self.cpu_milli < 0 or self.memory_mib < 0:
+            raise ValueError("host CPU and memory cannot be negative")
+        if self.devices == 0:
+            if not (self.cpu_milli or self.memory_mib):
+                raise ValueError(
+                    "a replica with no device must ask for host CPU or memory (a CPU-only task)"
+                )
+            if self.milli != MILLI:
+                raise ValueError("a share of a card needs one device, not 0")
         if not 0 < self.milli <= MILLI:
             raise ValueError(f"milli must be in 1..{MILLI}, not {self.milli}")
         if self.milli < MILLI and self.devices != 1:
@@ -111,6 +127,11 @@ class Request:
     @property
     def fractional(self) -> bool:
         return self.milli < MILLI
+
+    @property
+    def host_only(self) -> bool:
+        """A CPU-only replica: host CPU and memory, no accelerator."""
+        return self.devices == 0
 
     @property
     def total_milli(self) -> int:
@@ -146,6 +167,11 @@ class Workload:
     takes replicas one by one. ``replicas`` is the size wanted; an elastic workload may run
     anywhere between ``min_replicas`` and ``replicas``. ``mix`` lets a gang's replicas span
     several of its accepted types (a sub-gang per type, all or nothing over the whole gang).
+
+    ``accel_types`` is tried in order when ``types_ranked`` (the user's preference order);
+    otherwise the types are equally good and one decision scores the nodes of all of them (a
+    pod that lists several GPU models, or none). A CPU-only workload may leave ``accel_types``
+    empty: it runs on nodes of any type.
     """
 
     id: str
@@ -164,9 +190,10 @@ class Workload:
     pool: str | None = None
     assignment: Assignment | None = None
     mix: Mix = Mix.NEVER
+    types_ranked: bool = True
 
     def __post_init__(self) -> None:
-        if not self.accel_types:
+        if not self.accel_types and not self.request.host_only:
             raise ValueError(f"workload {self.id}: accepts no accelerator type")
         if self.replicas < 0:
             raise ValueError(f"workload {self.id}: negative replicas")
@@ -196,6 +223,14 @@ class Workload:
     def mixes(self) -> bool:
         """Whether its replicas may sit on more than one accelerator type."""
         return self.mix is not Mix.NEVER
+
+
+def accepted_types(workload: Workload, cluster_types: Iterable[str]) -> tuple[str, ...]:
+    """The types ``workload`` may run on: those it lists, or, for a CPU-only workload that
+    lists none, every type in the cluster (in name order)."""
+    if workload.accel_types:
+        return workload.accel_types
+    return tuple(sorted(cluster_types))
 
 
 @dataclass(frozen=True, slots=True)

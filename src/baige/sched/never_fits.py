@@ -27,6 +27,10 @@ class TypeCapacity:
     nodes: int
     devices: int
     sizes: tuple[tuple[int, int], ...]  # (devices per node, how many such nodes)
+    largest_cpu: int = 0  # the most host CPU (milli) of one node; 0: no node tracks it
+    largest_memory: int = 0  # the most host memory (MiB) of one node; 0: none tracks it
+    cpu_bounded: bool = False  # every node tracks its CPU (else some node takes any amount)
+    memory_bounded: bool = False
 
     @property
     def largest(self) -> int:
@@ -34,6 +38,8 @@ class TypeCapacity:
 
     def replicas(self, request: Request) -> int:
         """How many replicas of ``request`` the empty cluster of this type could hold."""
+        if request.host_only:
+            raise ValueError("host CPU and memory are not counted per type: no replica count")
         per_card = MILLI // request.milli if request.fractional else 1
         return sum(
             count * (size // request.devices) * per_card
@@ -41,18 +47,46 @@ class TypeCapacity:
             if size >= request.devices
         )
 
+    def host_short(self, request: Request) -> str | None:
+        """What of a replica's host CPU or memory no single node of the type has (None: the
+        largest nodes hold it, or a CPU-only request finds no node tracking what it asks)."""
+        if request.cpu_milli and self.cpu_bounded and request.cpu_milli > self.largest_cpu:
+            most = self.largest_cpu / 1000
+            return f"{request.cpu_milli / 1000:g} CPU; the largest node has {most:g}"
+        if request.memory_mib and self.memory_bounded and request.memory_mib > self.largest_memory:
+            return f"{request.memory_mib} MiB memory; the largest node has {self.largest_memory}"
+        if request.host_only and not (
+            (request.cpu_milli and self.largest_cpu) or (request.memory_mib and self.largest_memory)
+        ):
+            return "host CPU or memory; no node tracks what it asks for"
+        return None
+
 
 def type_capacities(nodes: Iterable[Node]) -> dict[str, TypeCapacity]:
     sizes: dict[str, Counter[int]] = {}
+    cpu: dict[str, int] = {}
+    memory: dict[str, int] = {}
+    unbounded: set[tuple[str, str]] = set()
     for node in nodes:
         if node.health is Health.FAILED or node.devices <= 0:
             continue
-        sizes.setdefault(node.accel_type, Counter())[node.devices] += 1
+        accel = node.accel_type
+        sizes.setdefault(accel, Counter())[node.devices] += 1
+        cpu[accel] = max(cpu.get(accel, 0), node.cpu_milli)
+        memory[accel] = max(memory.get(accel, 0), node.memory_mib)
+        if not node.cpu_milli:
+            unbounded.add((accel, "cpu"))
+        if not node.memory_mib:
+            unbounded.add((accel, "memory"))
     return {
         accel: TypeCapacity(
             nodes=sum(counter.values()),
             devices=sum(size * count for size, count in counter.items()),
             sizes=tuple(sorted(counter.items())),
+            largest_cpu=cpu[accel],
+            largest_memory=memory[accel],
+            cpu_bounded=(accel, "cpu") not in unbounded,
+            memory_bounded=(accel, "memory") not in unbounded,
         )
         for accel, counter in sizes.items()
     }
@@ -73,6 +107,11 @@ def _why(
     if capacity is None or capacity.nodes == 0:
         return f"the cluster has no {accel} nodes"
     gang = "in one gang" if floor > 1 else "for one replica"
+    short = capacity.host_short(request)
+    if short is not None:
+        return f"each replica needs {short} ({accel} nodes)"
+    if request.host_only:
+        return None
     if request.devices > capacity.largest:
         return (
             f"each replica needs {request.devices} {accel} cards on one node; the largest "

@@ -33,6 +33,15 @@ def _cards(count: int, k: int, accel: str) -> str:
     return f"{count}×{k} {accel}" if k > 1 else f"{count} {accel}"
 
 
+def _host_shape(request: Request) -> str:
+    asks = []
+    if request.cpu_milli:
+        asks.append(f"{request.cpu_milli / 1000:g} CPU")
+    if request.memory_mib:
+        asks.append(f"{request.memory_mib} MiB memory")
+    return " and ".join(asks) + " on a node that tracks them, no card"
+
+
 class Placer:
     """Finds and allocates placements for one workload on one accelerator type."""
 
@@ -166,7 +175,7 @@ class Placer:
             memo = self._failed.get(memo_key)
             if memo is not None and memo[0] == tindex.generation and floor >= memo[1]:
                 return memo[2]
-        if request.fractional or not workload.gang:
+        if request.fractional or request.host_only or not workload.gang:
             result = self._place_each(workload, tindex, request, want, floor, eligible)
         else:
             result = self._place_gang(
@@ -185,6 +194,8 @@ class Placer:
         if tindex is None:
             return False
         request = self.effective_request(workload)
+        if request.host_only:
+            return True  # host CPU and memory are not aggregated: only a placement can tell
         if request.fractional:
             partial = tindex.partial
             return tindex.root.max_avail() >= 1 or bool(partial and partial[-1][0] >= request.milli)
@@ -215,10 +226,31 @@ class Placer:
                 if eligible is None or slot.idx in eligible:
                     yield Option(slot, k, request.milli)
 
+    def best_score(self, workload: Workload, accel: str) -> tuple[float, int]:
+        """The score of the best node (or card) of ``accel`` for one replica now (-1 where
+        none has room) and that node's place in the snapshot: how a workload that accepts
+        several types as equals compares them."""
+        nowhere = (-1.0, len(self.cluster.slots))
+        tindex = self.cluster.index(accel)
+        if tindex is None:
+            return nowhere
+        request = self.effective_request(workload)
+        eligible, _ = self.eligible_nodes(workload, tindex)
+        if (eligible is not None and not eligible) or request.devices > tindex.max_devices:
+            return nowhere
+        option, score = self._best(workload, self._options(tindex, request, eligible), request)
+        return (score, option.slot.idx) if option is not None else nowhere
+
     def _choose(
         self, workload: Workload, options: Iterator[Option], request: Request
     ) -> Option | None:
+        return self._best(workload, options, request)[0]
+
+    def _best(
+        self, workload: Workload, options: Iterator[Option], request: Request
+    ) -> tuple[Option | None, float]:
         limit = self.profile.candidate_nodes
+        by_node = self.profile.tie_break == "node-order"
         best: Option | None = None
         best_score = -1.0
         ctx: ScoreContext | None = None
@@ -230,22 +262,31 @@ class Placer:
                 continue
             scores = [(p, w) for p, w in self.scores if p.applies(workload)]
             if not scores:
-                return option
+                return option, 0.0
             if ctx is None:
                 ctx = ScoreContext(self.cluster, workload, self.mix, self.host)
             total = 0.0
             for plugin, weight in scores:
                 total += weight * plugin.score(option, ctx)
-            if total > best_score:
+            if total > best_score or (
+                total == best_score
+                and by_node
+                and best is not None
+                and option.slot.idx < best.slot.idx
+            ):
                 best, best_score = option, total
             seen += 1
             if limit and seen >= limit:
                 break
-        return best
+        return best, best_score
 
     @staticmethod
     def _host_fits(slot: NodeSlot, request: Request) -> bool:
         node = slot.node
+        if request.host_only and not (
+            (request.cpu_milli and node.cpu_milli) or (request.memory_mib and node.memory_mib)
+        ):
+            return False  # a node that tracks none of what a CPU-only task asks has no room
         if request.cpu_milli and node.cpu_milli and slot.cpu_free < request.cpu_milli:
             return False
         return not (request.memory_mib and node.memory_mib and slot.mem_free < request.memory_mib)
@@ -273,11 +314,12 @@ class Placer:
             placed.append(self._take_option(option, request))
         if len(placed) < max(floor, 1 if want else 0):
             self._give_back(placed, request)
-            shape = (
-                f"{request.milli / MILLI:g} of a card"
-                if request.fractional
-                else (f"{request.devices} cards on one node")
-            )
+            if request.host_only:
+                shape = _host_shape(request)
+            elif request.fractional:
+                shape = f"{request.milli / MILLI:g} of a card"
+            else:
+                shape = f"{request.devices} cards on one node"
             return Failure(
                 Reason.CAPACITY,
                 f"{tindex.accel_type}: room for {len(placed)} of {floor} replicas ({shape} each)",

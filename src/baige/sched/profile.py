@@ -42,6 +42,9 @@ class Profile:
     strict_fifo: bool = False  # every queue's blocked head blocks the queue
     candidate_nodes: int = 16  # options scored per placement step (0: all of them)
     max_preemption_units: int = 256  # victims (or replicas shrunk) examined per preemptor
+    # equal scores: the first option offered (fullest cards and nodes first) or, with
+    # ``node-order``, the node first in the snapshot (the FGD paper's simulator: node name)
+    tie_break: str = "best-fit"
 
     def __post_init__(self) -> None:
         unknown = [f for f in self.filters if f not in FILTERS]
@@ -54,6 +57,11 @@ class Profile:
         for plugin, weight in self.scores:
             if weight < 0:
                 raise ProfileError(f"profile {self.name!r}: score {plugin} has negative weight")
+        if self.tie_break not in ("best-fit", "node-order"):
+            raise ProfileError(
+                f"profile {self.name!r}: tie_break is best-fit or node-order, not "
+                f"{self.tie_break!r}"
+            )
         if self.candidate_nodes < 0:
             raise ProfileError(f"profile {self.name!r}: candidate_nodes cannot be negative")
 

@@ -111,6 +111,7 @@ class JobBuilder:
         self._memory = 0
         self._assignment: Assignment | None = None
         self._mix = Mix.NEVER
+        self._ranked = True
 
     def queue(self, name: str) -> Self:
         self._queue = name
@@ -126,6 +127,18 @@ class JobBuilder:
 
     def types(self, *accels: str) -> Self:
         self._types = accels
+        return self
+
+    def cpu_only(self, cpu_milli: int, memory_mib: int = 0) -> Self:
+        """A CPU-only replica (no card); with no ``types`` it accepts nodes of any type."""
+        self._devices, self._milli = 0, MILLI
+        self._cpu, self._memory = cpu_milli, memory_mib
+        self._types = ()
+        return self
+
+    def unranked(self) -> Self:
+        """Its types are equals: one decision scores the nodes of all of them."""
+        self._ranked = False
         return self
 
     def mix(self, how: Mix | str = Mix.ALLOWED) -> Self:
@@ -211,6 +224,7 @@ class JobBuilder:
             pool=self._pool,
             assignment=self._assignment,
             mix=self._mix,
+            types_ranked=self._ranked,
         )
 
 

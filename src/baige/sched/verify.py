@@ -44,7 +44,7 @@ def check_result(snapshot: Snapshot, result: CycleResult, profile: Profile) -> l
             seen_admit.add(workload.id)
             if decision.mixed and not workload.mixes:
                 problems.append(f"{workload.id}: spread over types without mix")
-            if decision.accel_type not in workload.accel_types:
+            if workload.accel_types and decision.accel_type not in workload.accel_types:
                 problems.append(f"{workload.id}: placed on {decision.accel_type}, not accepted")
             count = len(decision.placements)
             floor = workload.floor if workload.gang and profile.elastic else workload.replicas

@@ -57,7 +57,7 @@ def test_accelerator_names_are_normalised() -> None:
     [
         (("replicas: 4", "replicas: -1"), 4, "replicas", "greater than or equal to 1"),
         (("replicas: 4", "replica: 4"), 4, "replica", "did you mean 'replicas'"),
-        (("count: 8", "count: 0"), 6, "accelerators.count", "greater than or equal"),
+        (("count: 8", "count: -1"), 6, "accelerators.count", "greater than or equal"),
         (("[H100, a100-80g]", "[h100, tpu-v5]"), 7, "accelerators.types[1]", "unknown"),
         (
             ("[python, train.py]", "python train.py"),
@@ -125,8 +125,12 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
     [
         ("accelerators: {count: 2, share: 0.5, types: [h100]}", "single card"),
         ("accelerators: {count: 1, types: [h100, h100]}", "twice"),
-        ("accelerators: {count: 1, types: []}", "at least 1"),
+        ("accelerators: {count: 1, types: []}", "list the accelerator types"),
         ("accelerators: {share: 0.0001, types: [h100]}", "smallest share"),
+        # CPU-only: it must ask for host resources, and takes no share and no mix
+        ("accelerators: {count: 0}", "resources: a CPU-only workload"),
+        ("resources: {}", "resources: a CPU-only workload"),
+        ("accelerators: {count: 0, share: 0.5}\nresources: {cpu: 1}", "needs count: 1"),
     ],
 )
 def test_accelerator_request_rules(body, words) -> None:
@@ -134,6 +138,15 @@ def test_accelerator_request_rules(body, words) -> None:
     with pytest.raises(SpecError) as caught:
         load_specs(text)
     assert words in str(caught.value)
+
+
+def test_a_spec_without_accelerators_is_cpu_only() -> None:
+    text = "kind: TrainingJob\nname: prep\nqueue: q\ncommand: [prep]\nresources: {cpu: 1.5, memory: 2Gi}\n"
+    (spec,) = load_specs(text)
+    assert spec.accelerators.count == 0 and spec.accelerators.types == ()
+    # a stored spec is read back as written: 1.5 cores and 2 GiB, not 1500 cores or 0 bytes
+    again = TrainingJobSpec.model_validate(spec.model_dump(mode="json"))
+    assert (again.resources.cpu, again.resources.memory) == (1500, 2048)
 
 
 def test_queue_quota_rules() -> None:

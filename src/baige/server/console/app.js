@@ -267,6 +267,10 @@ function pager(base, offset, more, shown) {
 
 function size(w) {
   const a = w.spec.accelerators || {};
+  if (a.count === 0) {  // a CPU-only workload: what host CPU it asks for
+    const cpu = (w.spec.resources || {}).cpu;
+    return `${w.replicas}× ${cpu ? esc(String(cpu)) + " " : ""}CPU`;
+  }
   return `${w.replicas}× ${a.share != null ? a.share : a.count || 1} ${esc(w.accelerator_type || (a.types || []).join("/"))}`;
 }
 
