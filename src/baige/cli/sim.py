@@ -114,8 +114,9 @@ def _run_inflation(
         return
     columns, rows = inflation_rows(result)
     print_table(
-        f"{scenario.name}: {result.capacity_gpus:,} GPUs, {result.tasks_in_trace:,} GPU tasks "
-        f"drawn with replacement, mean of {len({c.seed for c in result.curves})} seed(s)",
+        f"{scenario.name}: {result.capacity_gpus:,} GPUs, {result.tasks_in_trace:,} tasks "
+        f"({result.cpu_only_tasks:,} CPU-only) shuffled, then drawn with replacement; mean "
+        f"of {len({c.seed for c in result.curves})} seed(s)",
         columns,
         rows,
     )

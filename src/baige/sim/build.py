@@ -313,6 +313,15 @@ class _Types:
         return found or None
 
 
+def pod_types(pod: AlibabaPod, types: _Types) -> tuple[str, ...]:
+    """The types a pod may run on, as equals (the paper's scheduler scores every node of any
+    model the pod accepts in one decision): its ``gpu_spec``'s models, or every type; a
+    CPU-only pod (no GPU) any node at all."""
+    if not pod.num_gpu:
+        return ()
+    return types.accepted(pod.gpu_spec) or types.all
+
+
 def alibaba_pods(
     loaded: LoadedScenario, spec: AlibabaPods, nodes: list[Node]
 ) -> tuple[list[AlibabaPod], _Types]:
@@ -344,7 +353,9 @@ def alibaba_pods(
                     else ""
                 ),
             )
-    return [p for p in pods if p.num_gpu > 0], types
+    if not spec.host_resources:  # a CPU-only task asks for nothing that is then counted
+        pods = [p for p in pods if p.num_gpu > 0]
+    return pods, types
 
 
 def _pods_timeline(
@@ -364,7 +375,7 @@ def _pods_timeline(
     for pod in pods:
         if pod.creation < spec.skip:
             continue
-        accepted = types.accepted(pod.gpu_spec) or types.all
+        accepted = pod_types(pod, types)
         start = (pod.creation - spec.skip) / scale
         began = pod.scheduled if pod.scheduled is not None else pod.creation
         duration = max(0.0, pod.deletion - began)
@@ -377,6 +388,7 @@ def _pods_timeline(
                 queue=spec.inference_queue,
                 request=pod_request(pod, spec.host_resources),
                 accel_types=accepted,
+                types_ranked=False,
                 kind=Kind.INFERENCE,
                 priority=spec.inference_priority,
                 preemptible=False,
@@ -392,6 +404,7 @@ def _pods_timeline(
             queue=spec.queue,
             request=pod_request(pod, spec.host_resources),
             accel_types=accepted,
+            types_ranked=False,
             created_at=start,
         )
         jobs.append(TrainingJob(workload, duration, pod.qos))
@@ -449,6 +462,7 @@ def _csv_jobs(
                 queue=row.queue,
                 request=request,
                 accel_types=accepted,
+                types_ranked=False,
                 kind=Kind.INFERENCE,
                 priority=row.priority,
                 preemptible=False,

@@ -1,22 +1,29 @@
 """Placement policies to compare: the FGD paper's baselines as score plugins, and profiles.
 
-Weng et al. (ATC'23) compare fragmentation gradient descent with five heuristics; each is a
-score plugin here, registered in ``baige.sched``'s plugin registry (``SCORES``) when this
-module is imported, so a profile names it like any built-in plugin:
+Weng et al. (ATC'23) compare fragmentation gradient descent with five heuristics. Each is a
+score plugin here, written after the paper's own simulator (hkust-adsl/
+kubernetes-scheduler-simulator, ``pkg/simulator/plugin/*_score.go``) and registered in
+``baige.sched``'s plugin registry (``SCORES``) when this module is imported, so a profile
+names it like any built-in plugin. Like the artifact's, their scores are whole numbers (so
+near-equal nodes tie) and ties go to the node first in the snapshot (``tie_break:
+node-order``; the artifact breaks them by node name, which it prefixes with a seeded shuffle:
+the inflation experiment shuffles the node list per seed to match). CPU and cards are
+measured against the largest node (the artifact's constants, 128 cores and 8 cards, are the
+largest node of its trace):
 
-* ``best-fit`` — the node left with the least free capacity, CPU and GPU weighted equally
-  and each measured against the largest node (the paper's BestFit);
+* ``best-fit`` — the node left with the least free CPU and cards, each weighted a half;
 * ``dot-product`` — Tetris' alignment: the smaller the dot product of the node's free
-  vector and the request, both relative to the node, the better;
-* ``gpu-packing`` — a share of an already shared card first, then free cards of a busy node,
-  an idle node last;
-* ``gpu-clustering`` — nodes already running tasks of the same share of a card first. The
-  paper tags each task; a node's tags are read here from its cards' used amounts (a card
-  whose use is a multiple of the share), which is what the score can see.
+  (CPU, cards) vector and the request's, the better;
+* ``gpu-packing`` — a share of an already shared card first, then free cards of a node in
+  use, an idle node last (the smaller the better); CPU-only tasks are indifferent;
+* ``gpu-clustering`` — nodes running only tasks of the same card shape first (a share of a
+  card, whatever its size, or ``k`` whole cards: the artifact's pod tags), then nodes with
+  some, then idle nodes, each band ordered by cards in use; CPU-only tasks are indifferent.
 
-``random`` and ``fragmentation`` (FGD) are built into ``baige.sched``. Every policy scores
-every feasible node (``candidate_nodes: 0``), as the paper's simulator does; ``baige`` is
-Baige's own profile unchanged.
+``random`` (a uniformly random feasible node, a random card on it) and ``fragmentation``
+(FGD) are built into ``baige.sched``. Every policy scores every feasible node
+(``candidate_nodes: 0``), as the paper's simulator does; ``baige`` is Baige's own profile
+unchanged.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from baige.sched import BAIGE, MILLI, PROFILES, Profile, ProfileError, Workload
-from baige.sched.cluster import ClusterState, NodeSlot
+from baige.sched.cluster import ClusterState, tag_of
 from baige.sched.framework import Option, ScoreContext
 from baige.sched.plugins import SCORES
 
@@ -41,7 +48,7 @@ __all__ = [
 
 @dataclass(slots=True)
 class _Largest:
-    """The largest node's CPU and device capacity, computed once per cycle's cluster."""
+    """The largest node's CPU and card capacity, computed once per cycle's cluster."""
 
     cluster_id: int = -1
     cpu: int = 1
@@ -55,7 +62,7 @@ class _Largest:
         return self
 
 
-def _used_after(option: Option) -> int:
+def _asked(option: Option) -> int:
     return option.devices * option.milli
 
 
@@ -70,31 +77,29 @@ class BestFit:
     def score(self, option: Option, ctx: ScoreContext) -> float:
         largest = self._largest.of(ctx.cluster)
         slot = option.slot
-        gpu_left = (sum(slot.free) - _used_after(option)) / largest.milli
+        gpu_left = (sum(slot.free) - _asked(option)) / largest.milli
         cpu_left = 0.0
         if slot.node.cpu_milli:
-            cpu_left = max(0, slot.cpu_free - ctx.workload.request.cpu_milli) / largest.cpu
-        return 100.0 * (1.0 - 0.5 * gpu_left - 0.5 * cpu_left)
+            cpu_left = (slot.cpu_free - ctx.workload.request.cpu_milli) / largest.cpu
+        return float(int(100.0 * (1.0 - 0.5 * gpu_left - 0.5 * cpu_left)))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DotProduct:
     name: str = "dot-product"
+    _largest: _Largest = field(default_factory=_Largest)
 
     def applies(self, workload: Workload) -> bool:
         return True
 
     def score(self, option: Option, ctx: ScoreContext) -> float:
+        largest = self._largest.of(ctx.cluster)
         slot = option.slot
-        node = slot.node
-        capacity = node.devices * MILLI
-        dot = (sum(slot.free) / capacity) * (_used_after(option) / capacity)
-        dims = 1
-        if node.cpu_milli:
-            request = ctx.workload.request.cpu_milli
-            dot += (max(0, slot.cpu_free) / node.cpu_milli) * (request / node.cpu_milli)
-            dims = 2
-        return 100.0 * (1.0 - dot / dims)
+        dot = (sum(slot.free) / largest.milli) * (_asked(option) / largest.milli)
+        if slot.node.cpu_milli:
+            cpu = ctx.workload.request.cpu_milli
+            dot += (max(0, slot.cpu_free) / largest.cpu) * (cpu / largest.cpu)
+        return float(int(100.0 * (1.0 - dot / 2)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,21 +110,16 @@ class GpuPacking:
         return True
 
     def score(self, option: Option, ctx: ScoreContext) -> float:
+        if option.devices == 0:
+            return 0.0
         free = option.slot.free
         whole = sum(1 for f in free if f == MILLI)
+        if whole == len(free):  # an idle node: the smaller, the better
+            return float(max(33 - whole, whole))
         if option.device >= 0 and free[option.device] < MILLI:  # a share of a shared card
-            return max(50.0, 100.0 - free[option.device] * 100 / MILLI / 10)
-        if whole == len(free):  # an idle node
-            return max(0.0, 100 / 3 - whole)
+            return float(max(100 - (free[option.device] * 100 // MILLI) // 10, 50))
         taking = 1 if option.device >= 0 else option.devices
-        return max(100 / 3, 50.0 - taking)
-
-
-def _same_share(slot: NodeSlot, milli: int) -> tuple[bool, bool]:
-    """(some card hosts shares of this size, every used card does)."""
-    used = [MILLI - f for f in slot.free if f < MILLI]
-    same = [u % milli == 0 for u in used]
-    return any(same), bool(used) and all(same)
+        return float(max(50 - taking, 33))
 
 
 @dataclass(slots=True)
@@ -131,22 +131,22 @@ class GpuClustering:
         return True
 
     def score(self, option: Option, ctx: ScoreContext) -> float:
+        tag = tag_of(option.devices, option.milli)
+        if tag is None:
+            return 0.0
         slot = option.slot
-        fill = 25.0 * (1.0 - sum(slot.free) / self._largest.of(ctx.cluster).milli)
-        some, only = _same_share(slot, option.milli)
-        if only:
-            return 75.0 + fill
-        if some:
-            return 50.0 + fill
-        if all(f == MILLI for f in slot.free):
-            return 25.0 + fill
-        return fill
+        largest = self._largest.of(ctx.cluster).milli
+        base = 25 * (largest - sum(slot.free)) // largest
+        tags = slot.tags
+        if tag in tags:
+            return float(base + (75 if len(tags) == 1 else 50))
+        return float(base + (25 if not tags else 0))
 
 
 for _plugin in (BestFit, DotProduct, GpuPacking, GpuClustering):
     SCORES.setdefault(_plugin().name, _plugin)
 
-_PLACEMENT = replace(BAIGE, candidate_nodes=0)
+_PLACEMENT = replace(BAIGE, candidate_nodes=0, tie_break="node-order")
 
 PLACEMENT_POLICIES: dict[str, Profile] = {
     "random": replace(_PLACEMENT, name="random", scores=(("random", 1.0),)),
@@ -154,7 +154,8 @@ PLACEMENT_POLICIES: dict[str, Profile] = {
     "dot-product": replace(_PLACEMENT, name="dot-product", scores=(("dot-product", 1.0),)),
     "gpu-packing": replace(_PLACEMENT, name="gpu-packing", scores=(("gpu-packing", 1.0),)),
     "gpu-clustering": replace(_PLACEMENT, name="gpu-clustering", scores=(("gpu-clustering", 1.0),)),
-    "fgd": replace(_PLACEMENT, name="fgd", scores=(("fragmentation", 1.0),)),
+    # FGD alone; its ties go as in Baige's placer (fullest node first), not by node name
+    "fgd": replace(_PLACEMENT, name="fgd", scores=(("fragmentation", 1.0),), tie_break="best-fit"),
 }
 
 

@@ -177,7 +177,8 @@ def inflation_summary(result: InflationResult, scenario: str, wall: float) -> di
         "scenario": scenario,
         "mode": "inflation",
         "gpus": result.capacity_gpus,
-        "gpu_tasks_in_trace": result.tasks_in_trace,
+        "tasks_in_trace": result.tasks_in_trace,
+        "cpu_only_tasks_in_trace": result.cpu_only_tasks,
         "wall_seconds": wall,
         "policies": result.table(),
         "curves": [

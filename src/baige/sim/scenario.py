@@ -171,7 +171,8 @@ class AlibabaPods(_Model):
     training jobs (they need their recorded run time, however long they wait). Tasks created
     before ``skip`` are left out and the rest start the clock; ``time_scale`` divides the
     times between arrivals (not run times), turning the sparse sample into a loaded
-    timeline. CPU-only tasks are left out."""
+    timeline. CPU-only tasks (no GPU) become CPU-only jobs and services, taking host CPU and
+    memory only; with ``host_resources: false`` they ask for nothing and are left out."""
 
     path: str
     host_resources: bool = True  # tasks ask for host CPU and memory too (false: GPUs only)
@@ -308,8 +309,9 @@ class FaultSpec(_Model):
 
 
 class InflationSpec(_Model):
-    """The FGD paper's method: tasks drawn with replacement, submitted one after another,
-    never leaving, until ``up_to`` percent of the GPU capacity has been asked for."""
+    """The FGD paper's method: the task list shuffled, then tasks drawn from it with
+    replacement, submitted one after another and never leaving, until ``up_to`` percent of
+    the GPU capacity has been asked for."""
 
     policies: list[str] = Field(min_length=1)
     seeds: Positive = 3
