@@ -238,12 +238,12 @@ class _WorkloadBase(SpecModel):
     @classmethod
     def _asks_for_something(cls, value: Resources, info: ValidationInfo) -> Resources:
         accelerators = info.data.get("accelerators")  # absent if it was invalid itself
-        if isinstance(accelerators, AcceleratorRequest) and accelerators.count == 0:
-            if not (value.cpu or value.memory):
-                raise ValueError(
-                    "a CPU-only workload (no accelerators, or accelerators.count: 0) must ask "
-                    "for cpu or memory here, e.g. resources: {cpu: 4, memory: 8Gi}"
-                )
+        cpu_only = isinstance(accelerators, AcceleratorRequest) and accelerators.count == 0
+        if cpu_only and not (value.cpu or value.memory):
+            raise ValueError(
+                "a CPU-only workload (no accelerators, or accelerators.count: 0) must ask "
+                "for cpu or memory here, e.g. resources: {cpu: 4, memory: 8Gi}"
+            )
         return value
 
     @field_validator("working_dir")

@@ -51,7 +51,6 @@ SYSTEM = Principal("system", None, admin=True)
 HEARTBEAT_S = 2.0
 
 
-
 def host_capacity() -> tuple[int, int]:
     """This machine's CPU (cores) and memory (bytes), as a local node declares them (a node
     spec reads a bare number as cores and as bytes)."""
@@ -61,6 +60,7 @@ def host_capacity() -> tuple[int, int]:
     except (ValueError, OSError):
         memory = 0  # not known here: memory is then not tracked on the node
     return cpu, memory
+
 
 class AlreadyRunning(RuntimeError):
     pass
