@@ -103,6 +103,9 @@ class AcceleratorRequest(SpecModel):
     tries them in that order and never places a replica on a type that is not listed.
     ``mix`` says whether a training job's replicas may span several of those types.
 
+    ``order: any`` makes the listed types equals: each replica goes to the best node of any
+    of them (one scoring over all their nodes) instead of the first type with room.
+
     ``count: 0`` is a CPU-only workload (data preparation, evaluation, a tokenizer service):
     it takes only the host CPU and memory under ``resources``, on nodes of the listed types
     or, with no ``types``, on any node that tracks its CPU or memory. A spec without an
@@ -113,6 +116,7 @@ class AcceleratorRequest(SpecModel):
     share: float | None = Field(default=None, gt=0, le=1)
     types: tuple[AcceleratorType, ...] = Field(default=(), max_length=64)
     mix: Mix = Mix.NEVER
+    order: Literal["preference", "any"] = "preference"
 
     @field_validator("types", mode="before")
     @classmethod

@@ -76,6 +76,7 @@ def workload_from_spec(
         queue=spec.queue,
         request=request,
         accel_types=tuple(accel.types),
+        types_ranked=accel.order == "preference",
         replicas=spec.replicas,
         priority=spec.priority,
         preemptible=spec.preemptible,

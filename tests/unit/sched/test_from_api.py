@@ -65,3 +65,16 @@ def test_specs_convert_and_schedule() -> None:
     assert admitted(result) == {"job", "svc"}
     used_nodes = {p.node for d in result.decisions for p in getattr(d, "placements", ())}
     assert used_nodes == {"n2"}  # the cordoned node gets nothing
+
+
+def test_types_in_any_order_are_scored_as_equals():
+    spec = load_specs(
+        "kind: TrainingJob\nname: t\nqueue: q\ncommand: [x]\n"
+        "accelerators: {count: 1, types: [h100, a100-80g], order: any}\n"
+    )[0]
+    assert workload_from_spec(spec).types_ranked is False  # type: ignore[arg-type]
+    spec = load_specs(
+        "kind: TrainingJob\nname: t\nqueue: q\ncommand: [x]\n"
+        "accelerators: {count: 1, types: [h100, a100-80g]}\n"
+    )[0]
+    assert workload_from_spec(spec).types_ranked is True  # type: ignore[arg-type]
