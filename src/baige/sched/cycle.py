@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Set
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import replace
 
 from baige.sched.backfill import Hold, plan_reservation
@@ -86,6 +86,40 @@ def workload_host(workloads: Iterable[Workload], profile: Profile) -> dict[tuple
     return {shape: cpu[shape] / counts[shape] for shape in counts if cpu[shape]}
 
 
+def access_shares(
+    counts: Mapping[tuple[int, int], Mapping[tuple[str, ...], int]], types: Iterable[str]
+) -> dict[tuple[int, int], dict[str, float]]:
+    """From replica counts per shape and accepted types (``()``: any type), the share of each
+    shape's demand that accepts each of the cluster's ``types`` (``"*"``: any other type);
+    shapes whose whole demand accepts every type are left out, so that a cluster where
+    nothing is restricted pays nothing for it."""
+    kinds = tuple(types)
+    out: dict[tuple[int, int], dict[str, float]] = {}
+    for shape, by_types in counts.items():
+        total = sum(by_types.values())
+        if total <= 0:
+            continue
+        anywhere = by_types.get((), 0)
+        shares = {"*": anywhere / total}
+        for accel in kinds:
+            shares[accel] = sum(n for ts, n in by_types.items() if not ts or accel in ts) / total
+        if all(shares[accel] >= 1.0 for accel in kinds):
+            continue
+        out[shape] = shares
+    return out
+
+
+def workload_access(
+    workloads: Iterable[Workload], profile: Profile, types: Iterable[str]
+) -> dict[tuple[int, int], dict[str, float]]:
+    """:func:`access_shares` of ``workloads``: which cards each shape's demand may use."""
+    counts: dict[tuple[int, int], Counter[tuple[str, ...]]] = {}
+    for workload in workloads:
+        shape = request_shape(workload, profile)
+        counts.setdefault(shape, Counter())[workload.accel_types] += max(1, workload.replicas)
+    return access_shares(counts, types)
+
+
 def run_cycle(snapshot: Snapshot, now: float, profile: Profile = BAIGE) -> CycleResult:
     """Decide what to admit, preempt, shrink and grow for ``snapshot`` at time ``now``."""
     return _Cycle.from_snapshot(snapshot, now, profile).run()
@@ -136,6 +170,7 @@ class _Cycle:
             levels,
             workload_mix(snapshot.workloads, profile),
             workload_host(snapshot.workloads, profile),
+            workload_access(snapshot.workloads, profile, cluster.types),
         )
         state = CycleState(now, profile, cluster, ledger, placer)
         state.warnings.extend(ledger.warnings)

@@ -67,6 +67,10 @@ class ScoreContext:
     workload: Workload
     mix: Mapping[tuple[int, int], float]
     host: Mapping[tuple[int, int], float] = field(default_factory=dict)
+    # per shape, the share of its replicas that accept each accelerator type ("*": a type
+    # not named); a shape absent accepts every type. Cards of a type a shape's demand cannot
+    # use are unusable to it (the FGD paper's "no access" case).
+    access: Mapping[tuple[int, int], Mapping[str, float]] = field(default_factory=dict)
 
 
 class FilterPlugin(Protocol):

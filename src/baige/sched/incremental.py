@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import bisect
 import heapq
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
 from baige.sched.cluster import ClusterState, Domain, NodeSlot, OverAllocationError, TypeIndex
-from baige.sched.cycle import _Cycle, request_shape
+from baige.sched.cycle import _Cycle, access_shares, request_shape
 from baige.sched.decisions import Admit, CycleResult, Grow, Preempt, Shrink
 from baige.sched.model import (
     MILLI,
@@ -213,6 +214,8 @@ class _Mix:
         self._cached: dict[_Shape, float] | None = {}
         self._host: dict[_Shape, float] | None = {}
         self.tracks_host = "host-resources" in profile.filters
+        self.types: dict[_Shape, Counter[tuple[str, ...]]] = {}  # replicas per accepted types
+        self._access: tuple[tuple[str, ...], dict[_Shape, dict[str, float]]] | None = None
 
     def shape(self, workload: Workload) -> _Shape:
         return request_shape(workload, self.profile)
@@ -225,16 +228,29 @@ class _Mix:
         )
         heapq.heappush(self.first.setdefault(shape, []), seq)
         self.shape_of[seq] = shape
-        self._cached = self._host = None
+        self.types.setdefault(shape, Counter())[workload.accel_types] += max(1, workload.replicas)
+        self._cached = self._host = self._access = None
 
     def remove(self, seq: int, workload: Workload) -> None:
         shape = self.shape_of.pop(seq)
         self.count[shape] -= max(1, workload.replicas)
         self.cpu[shape] -= workload.request.cpu_milli * max(1, workload.replicas)
+        by_types = self.types[shape]
+        by_types[workload.accel_types] -= max(1, workload.replicas)
+        if by_types[workload.accel_types] <= 0:
+            del by_types[workload.accel_types]
         if not self.count[shape]:
             del self.count[shape]
             del self.cpu[shape]
-        self._cached = self._host = None
+            del self.types[shape]
+        self._cached = self._host = self._access = None
+
+    def access(self, types: Iterable[str]) -> dict[_Shape, dict[str, float]]:
+        """``workload_access`` of the live workloads on a cluster of ``types``."""
+        kinds = tuple(sorted(types))
+        if self._access is None or self._access[0] != kinds:
+            self._access = (kinds, access_shares(self.types, kinds))
+        return self._access[1]
 
     def host(self) -> dict[_Shape, float]:
         """``workload_host`` of the live workloads."""
@@ -297,8 +313,13 @@ class Scheduler:
             scheduler.submit(workload)
         return scheduler
 
-    def _placer(self, mix: dict[_Shape, float], host: dict[_Shape, float] | None = None) -> Placer:
-        return Placer(self.cluster, self.profile, self.levels, mix, host)
+    def _placer(
+        self,
+        mix: dict[_Shape, float],
+        host: dict[_Shape, float] | None = None,
+        access: dict[_Shape, dict[str, float]] | None = None,
+    ) -> Placer:
+        return Placer(self.cluster, self.profile, self.levels, mix, host, access)
 
     # -- what the driver tells it ------------------------------------------------------------
 
@@ -454,7 +475,9 @@ class Scheduler:
         self.cluster.restore_order()
         state.now = now
         state.warnings = list(self.ledger.warnings)
-        state.placer = self._placer(self._mix.mix(), self._mix.host())
+        state.placer = self._placer(
+            self._mix.mix(), self._mix.host(), self._mix.access(self.cluster.types)
+        )
         running = state.running
         failure_runs: list[Running] = []
         if self._newly_failed & self._failed:

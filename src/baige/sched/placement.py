@@ -52,6 +52,7 @@ class Placer:
         levels: tuple[str, ...],
         mix: Mapping[tuple[int, int], float],
         host: Mapping[tuple[int, int], float] | None = None,
+        access: Mapping[tuple[int, int], Mapping[str, float]] | None = None,
     ) -> None:
         self.cluster = cluster
         self.profile = profile
@@ -65,6 +66,7 @@ class Placer:
         ]
         self.mix = mix
         self.host: Mapping[tuple[int, int], float] = host or {}
+        self.access: Mapping[tuple[int, int], Mapping[str, float]] = access or {}
         # (accel, k, milli) -> (generation, smallest count that failed): capacity only shrinks
         # within a cycle until something is given back, so a larger ask fails too.
         self._failed: dict[tuple[str, int, int], tuple[int, int, Failure]] = {}
@@ -264,7 +266,7 @@ class Placer:
             if not scores:
                 return option, 0.0
             if ctx is None:
-                ctx = ScoreContext(self.cluster, workload, self.mix, self.host)
+                ctx = ScoreContext(self.cluster, workload, self.mix, self.host, self.access)
             total = 0.0
             for plugin, weight in scores:
                 total += weight * plugin.score(option, ctx)

@@ -42,6 +42,7 @@ __all__ = [
     "RandomScore",
     "Spread",
     "TopologyPacking",
+    "access_for",
     "fragmentation_of",
 ]
 
@@ -160,6 +161,7 @@ def fragmentation_of(
     mix: Mapping[tuple[int, int], float],
     cpu_free: int | None = None,
     host: Mapping[tuple[int, int], float] | None = None,
+    access: Mapping[tuple[int, int], float] | None = None,
 ) -> float:
     """Expected free milli on a node that a request drawn from ``mix`` could not use.
 
@@ -168,7 +170,9 @@ def fragmentation_of(
     the leftovers of partly used cards; for a CPU-only shape ``(0, 1000)`` all of it (the
     FGD paper's measure counts them so). Held cards count as used. With ``cpu_free`` (the
     node tracks CPU) and ``host`` (mean CPU per replica of each shape), a shape whose CPU
-    does not fit cannot use any of the node's free cards. (The paper's measure takes each
+    does not fit cannot use any of the node's free cards. With ``access`` (the share of
+    each shape's demand that accepts this node's type; absent: all of it), the rest of the
+    shape's demand cannot use any of them either. (The paper's measure takes each
     common CPU request separately; the mean per shape left less unallocated here: 4.83%
     against 4.96% on the default pod list at 100%, mean of 3 seeds.)
     """
@@ -190,8 +194,19 @@ def fragmentation_of(
             unusable = total
         else:
             unusable = sum(partial_free)
+        if access:
+            share = access.get((devices, milli), 1.0)
+            expected += weight * (share * unusable + (1.0 - share) * total)
+            continue
         expected += weight * unusable
     return expected
+
+
+def access_for(
+    access: Mapping[tuple[int, int], Mapping[str, float]], accel_type: str
+) -> dict[tuple[int, int], float]:
+    """For a node of ``accel_type``: the share of each shape's demand that may use it."""
+    return {shape: shares.get(accel_type, shares.get("*", 0.0)) for shape, shares in access.items()}
 
 
 @dataclass(slots=True)
@@ -204,6 +219,10 @@ class Fragmentation:
     _thresholds: dict[int, tuple[Mapping[tuple[int, int], float], list[float]]] = field(
         default_factory=dict
     )
+    _by_type: dict[
+        tuple[int, str],
+        tuple[Mapping[tuple[int, int], Mapping[str, float]], dict[tuple[int, int], float]],
+    ] = field(default_factory=dict)
 
     def applies(self, workload: Workload) -> bool:
         return True
@@ -219,11 +238,25 @@ class Fragmentation:
             self._thresholds[id(ctx.host)] = known
         return bisect.bisect_right(known[1], cpu)
 
-    def _frag(self, free: tuple[int, ...], held: int, cpu: int | None, ctx: ScoreContext) -> float:
-        key = (free, held, self._cpu_band(cpu, ctx), id(ctx.mix), id(ctx.host))
+    def _access(self, accel_type: str, ctx: ScoreContext) -> dict[tuple[int, int], float]:
+        key = (id(ctx.access), accel_type)
+        known = self._by_type.get(key)
+        if known is None or known[0] is not ctx.access:
+            if len(self._by_type) > 1000:
+                self._by_type.clear()
+            known = (ctx.access, access_for(ctx.access, accel_type))
+            self._by_type[key] = known
+        return known[1]
+
+    def _frag(
+        self, free: tuple[int, ...], held: int, cpu: int | None, accel: str, ctx: ScoreContext
+    ) -> float:
+        accel = accel if ctx.access else ""
+        key = (free, held, self._cpu_band(cpu, ctx), id(ctx.mix), id(ctx.host), accel)
         value = self._cache.get(key)
         if value is None:
-            value = fragmentation_of(free, held, ctx.mix, cpu, ctx.host)
+            access = self._access(accel, ctx) if ctx.access else None
+            value = fragmentation_of(free, held, ctx.mix, cpu, ctx.host, access)
             if len(self._cache) > 100_000:
                 self._cache.clear()
             self._cache[key] = value
@@ -244,6 +277,8 @@ class Fragmentation:
             id(ctx.host),
             self._cpu_band(cpu, ctx),
             self._cpu_band(cpu_after, ctx),
+            slot.node.accel_type if ctx.access else "",
+            id(ctx.access),
         )
         cached = self._scores.get(key)
         if cached is None:
@@ -273,8 +308,9 @@ class Fragmentation:
                 if free == MILLI:
                     after[index] = MILLI - option.milli
                     taken += 1
-        delta = self._frag(tuple(after), slot.held, cpu_after, ctx) - self._frag(
-            before, slot.held, cpu, ctx
+        accel = slot.node.accel_type
+        delta = self._frag(tuple(after), slot.held, cpu_after, accel, ctx) - self._frag(
+            before, slot.held, cpu, accel, ctx
         )
         # one card's worth of new fragmentation costs the whole upper half of the scale
         return max(0.0, min(100.0, 50.0 - 50.0 * delta / MILLI))

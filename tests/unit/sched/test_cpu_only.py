@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from baige.sched import Admit, Reason
+from baige.sched import Admit, Profile, Reason
 from baige.sched.model import Request
 from baige.sched.testing import make_cluster, make_job, make_snapshot
 
@@ -122,3 +122,15 @@ def test_ranked_types_are_tried_in_order_unranked_by_best_node():
         nodes, workloads=[busy, make_job("t").types("a100", "h100").unranked()]
     )
     assert set(nodes_of(cycle(unranked), "t")) == {"h100-0000"}
+
+
+def test_fragmentation_keeps_the_cards_only_some_demand_can_use():
+    # a g2-only job runs; a task that accepts g2 and t4 as equals goes to t4, leaving the
+    # g2 cards to demand that can use nothing else (the paper's "no access" fragmentation).
+    # Without that term both nodes score the same and the fuller g2 node would take it.
+    fgd = Profile(name="fgd", scores=(("fragmentation", 1.0),))
+    nodes = make_cluster(1, "g2") + make_cluster(1, "t4")
+    g2_only = make_job("g2job").types("g2").running("g2", [("g2-0000", [0])])
+    task = make_job("t").types("g2", "t4").unranked()
+    result = cycle(make_snapshot(nodes, workloads=[g2_only, task]), fgd)
+    assert set(nodes_of(result, "t")) == {"t4-0000"}

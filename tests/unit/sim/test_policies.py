@@ -9,6 +9,7 @@ from dataclasses import replace
 import pytest
 
 from baige.sched import Admit, run_cycle
+from baige.sched.cycle import access_shares
 from baige.sched.model import Node
 from baige.sched.plugins import fragmentation_of
 from baige.sched.testing import make_job, make_node, make_snapshot
@@ -96,3 +97,18 @@ def test_cpu_only_tasks_are_indifferent_to_card_based_policies(policy):
 def test_fragmentation_counts_every_free_card_as_idle_to_a_cpu_only_task():
     assert fragmentation_of((1000,) * 8, 0, {(0, 1000): 1.0}) == 8000
     assert fragmentation_of((1000,) * 8, 0, {(0, 1000): 0.5, (1, 1000): 0.5}) == 4000
+
+
+def test_cards_of_a_type_a_shape_cannot_use_are_fragmented_to_it():
+    # half of the 1-card demand accepts this node's type: half of its 8 free cards count
+    free = (1000,) * 8
+    assert fragmentation_of(free, 0, {(1, 1000): 1.0}, access={(1, 1000): 0.5}) == 4000
+    assert fragmentation_of(free, 0, {(1, 1000): 1.0}, access={}) == 0
+
+
+def test_access_shares_per_shape_and_type():
+    counts = {(1, 1000): {("t4",): 1, (): 3}, (8, 1000): {(): 2}, (2, 1000): {("t4", "g2"): 4}}
+    shares = access_shares(counts, ["g2", "t4"])
+    assert shares[(1, 1000)] == {"*": 0.75, "g2": 0.75, "t4": 1.0}
+    assert (8, 1000) not in shares  # every replica accepts every type: nothing to weigh
+    assert (2, 1000) not in shares  # both of the cluster's types: the same
