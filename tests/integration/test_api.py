@@ -188,7 +188,7 @@ def test_bad_input_is_a_4xx_naming_the_field(running, body: str, status: int, wo
 
 
 def test_yaml_errors_carry_their_line(running) -> None:
-    body = JOB_YAML.replace("count: 2", "count: 0")
+    body = JOB_YAML.replace("count: 2", "count: -1")
     response = post_yaml(running.url, admin_token(running), "/v1/jobs", body)
     (problem,) = response.json()["problems"]
     assert (problem["field"], problem["line"]) == ("accelerators.count", 6)

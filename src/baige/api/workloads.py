@@ -78,6 +78,7 @@ RESERVED_ENV: dict[str, str] = {
             "ACCELERATOR_TYPE", "ACCELERATOR_SHARE",
         )
     },
+    "BAIGE_NNODES": "is how many of a job's replicas train (the others stand by as spares)",
 }  # fmt: skip
 
 
@@ -290,6 +291,11 @@ class TrainingJobSpec(_WorkloadBase):
     topology: TopologyPolicy = Field(default_factory=TopologyPolicy)
     max_restarts: int = Field(default=3, ge=0, le=1000)
     batch: BatchSplit | None = None
+    # warm standby replicas, placed and started with the job: `baige run` keeps them waiting
+    # on its rendezvous and admits one in place of a replica whose node is lost, so the job
+    # goes on at the same size without going back to its queue (no restart counted); a new
+    # spare is placed when there is room. Spares are the first capacity a reclaim takes back.
+    spares: int = Field(default=0, ge=0, le=MAX_REPLICAS)
 
     @model_validator(mode="after")
     def _elastic_range(self) -> TrainingJobSpec:
@@ -297,6 +303,16 @@ class TrainingJobSpec(_WorkloadBase):
             raise ValueError(
                 f"min_replicas ({self.min_replicas}) exceeds replicas ({self.replicas})"
             )
+        if self.spares:
+            if self.min_replicas is not None and self.min_replicas < self.replicas:
+                raise ValueError(
+                    "spares keep a job at its size, min_replicas lets it shrink: give one or "
+                    "the other"
+                )
+            if self.replicas + self.spares > MAX_REPLICAS:
+                raise ValueError(
+                    f"replicas + spares ({self.replicas + self.spares}) exceeds {MAX_REPLICAS}"
+                )
         ranks = self.replicas * self.accelerators.count  # one rank per card
         if self.batch is not None and self.batch.size // self.batch.micro_batch < ranks:
             raise ValueError(

@@ -99,7 +99,8 @@ class Observation(DecisionRecording):
         ended = [_replica_end(r) for r in wanted if r.state in _ENDED]
         spec = parse_spec(workload.kind, workload.spec)
         limit = spec.max_restarts if isinstance(spec, TrainingJobSpec) else 0
-        step = lifecycle.replicas_ended(_life(workload, limit), ended, len(wanted))
+        keep = spec.replicas if isinstance(spec, TrainingJobSpec) and spec.spares else 0
+        step = lifecycle.replicas_ended(_life(workload, limit, keep), ended, len(wanted))
         self._apply(session, workload, step, now)
         if step.life.phase is Phase.SUCCEEDED:
             stats.transitions["succeeded"] = stats.transitions.get("succeeded", 0) + 1

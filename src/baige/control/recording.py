@@ -67,11 +67,11 @@ def _free_port() -> int:
         return port
 
 
-def _life(row: WorkloadRow, max_restarts: int = 0) -> Life:
+def _life(row: WorkloadRow, max_restarts: int = 0, keep: int = 0) -> Life:
     """A workload row as the pure lifecycle sees it."""
     kind = Kind.TRAINING if row.kind == "TrainingJob" else Kind.INFERENCE
     return Life(kind, Phase(row.phase), row.restarts, max_restarts, row.generation,
-                len(row.placements or ()))  # fmt: skip
+                len(row.placements or ()), keep)  # fmt: skip
 
 
 def _replica_end(row: ReplicaRow) -> ReplicaEnd:
@@ -107,6 +107,8 @@ class DecisionRecording:
         life = step.life
         if step.stop_all:
             self._stop_generation(session, workload)
+        if step.drop:
+            self._drop(session, workload, step.drop)
         workload.phase = life.phase.value
         workload.restarts = life.restarts
         workload.generation = life.generation
@@ -134,6 +136,31 @@ class DecisionRecording:
         replica.finished_at = now
         self._apply(session, workload, lifecycle.launch_refused(_life(workload), replica.index,
                                                                 why), now)  # fmt: skip
+
+    @staticmethod
+    def _drop(session: Session, workload: WorkloadRow, indices: tuple[int, ...]) -> None:
+        """Lost replicas a job goes on without: no longer wanted, their cards given back (the
+        scheduler places new spares where there is room)."""
+        gone: list[dict[str, object]] = []
+        for replica in session.scalars(
+            select(ReplicaRow).where(
+                ReplicaRow.workload_id == workload.id,
+                ReplicaRow.generation == workload.generation,
+                ReplicaRow.desired == "running",
+                ReplicaRow.index.in_(indices),
+            )
+        ):
+            replica.desired = "stopped"
+            gone.append(
+                {"node": replica.node, "devices": list(replica.devices), "milli": replica.milli}
+            )
+        kept = []
+        for data in workload.placements or ():
+            if data in gone:
+                gone.remove(data)
+            else:
+                kept.append(data)
+        workload.placements = kept
 
     @staticmethod
     def _stop_generation(session: Session, workload: WorkloadRow) -> None:

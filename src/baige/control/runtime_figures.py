@@ -129,7 +129,8 @@ def fold_event(
         loss = num(event.get("loss"))
         if loss is not None:
             figures["loss"] = loss
-    elif name == "run_finished":
+    elif name == "run_finished" and event.get("state") != "released":
+        # (a spare released when the job ended says nothing about how the training went)
         figures["state"] = str(event.get("state") or "finished")[:32]
         figures["finished_at"] = ts
     step = _int(event.get("step") if name != "run_finished" else event.get("last_step"))

@@ -89,7 +89,8 @@ class SnapshotCache:
     nodes: dict[str, tuple[float, tuple[tuple[str, ...], dict[str, str], str, int, int]]] = field(
         default_factory=dict
     )
-    workloads: dict[str, tuple[Workload, float | None]] = field(default_factory=dict)
+    # a workload's scheduling form, its time limit and its spares
+    workloads: dict[str, tuple[Workload, float | None, int]] = field(default_factory=dict)
 
 
 def _nodes(session: Session, cache: SnapshotCache) -> tuple[Node, ...]:
@@ -153,15 +154,18 @@ def load_snapshot(
         ):
             spec = parse_spec(kind, data)
             limit = spec.time_limit if isinstance(spec, TrainingJobSpec) else None
+            spares = spec.spares if isinstance(spec, TrainingJobSpec) else 0
             cache.workloads[wid] = (
                 workload_from_spec(spec, workload_id=wid, created_at=created),
                 limit,
+                spares,
             )
     reasons: dict[str, tuple[str, str]] = {}
     workloads: list[Workload] = []
     for wid, replicas, created, placements, accel, admitted_at, code, reason in rows:
         reasons[wid] = (code, reason)
-        workload, limit = cache.workloads[wid]
+        workload, limit, spares = cache.workloads[wid]
+        replicas += spares  # the row holds the size asked for; spares are placed beyond it
         if workload.replicas != replicas:
             floor = min(workload.floor, replicas) if workload.min_replicas is not None else None
             workload = replace(workload, replicas=replicas, min_replicas=floor)
@@ -227,6 +231,8 @@ def launch_record(
             MASTER_PORT=str(master_port),
         )
         env.update(report_env(workload, api_url))  # where `baige run` reports to
+        if spec.spares:  # `baige run` trains on this many; the rest stand by as spares
+            env["BAIGE_NNODES"] = str(spec.replicas)
         if spec.checkpoint is not None:  # save before a preemption's SIGTERM ends it
             env.update(BAIGE_SAVE_ON_STOP="1", BAIGE_STOP_GRACE_S=f"{STOP_SAVE_GRACE_S:g}")
     return ReplicaLaunch(

@@ -169,7 +169,9 @@ def resolve(config: RunConfig) -> RunConfig:
         # One node per replica, meeting at the job's master address. A c10d rendezvous, not
         # a static one: when one replica's group restarts, the others' agents see it waiting
         # and restart theirs to join it (a static rendezvous cannot run a second round).
-        nnodes = os.environ["WORLD_SIZE"]
+        # a job with spares runs on BAIGE_NNODES of its replicas; the others wait on the
+        # rendezvous's redundancy list, each admitted when a participant's node is lost
+        nnodes = os.environ.get("BAIGE_NNODES") or os.environ["WORLD_SIZE"]
         node_rank = int(os.environ["RANK"])
         backend = "c10d"
         endpoint = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
@@ -356,7 +358,10 @@ def run(config: RunConfig) -> RunOutcome:
     try:
         initialize_metrics(MetricsConfig())
         result = agent.run()
-        if result.state == WorkerState.SUCCEEDED and agent.fatal is None:
+        if result is None:  # torch: the rendezvous closed while this node stood by
+            code, state = 0, "released"
+            message = "the job finished while this node stood by as a spare"
+        elif result.state == WorkerState.SUCCEEDED and agent.fatal is None:
             code, state = 0, "succeeded"
             message = (
                 f"finished at step {agent.last_step} after {agent.restarts} "

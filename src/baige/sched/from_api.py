@@ -86,9 +86,12 @@ def workload_from_spec(
     )
     if isinstance(spec, TrainingJobSpec):
         level = spec.topology.required
+        # spares are replicas beyond the job's size: placed with it, given up first
+        spares = spec.spares
         return replace(
             base,
-            min_replicas=spec.min_replicas,
+            replicas=spec.replicas + spares,
+            min_replicas=spec.replicas if spares else spec.min_replicas,
             kind=Kind.TRAINING,
             duration_estimate=spec.time_limit,
             required_level=None if level is TopologyLevel.ANY else level.value,

@@ -15,6 +15,9 @@ replicas ended (exit 0, exit ≠ 0,      :func:`replicas_ended`: a job succeeds 
 lost)                                  replica exited 0; a failure restarts the whole gang
                                        while the restart budget lasts, then fails it; a
                                        service replica is started again in place
+                                       (a training job with spares drops an ended replica
+                                       instead while enough remain: its spares stand in; it
+                                       succeeds once as many as its size exited 0)
 a replica cannot be started at all     :func:`launch_refused`: fails at once (a missing
                                        binary stays missing: no restart can cure it)
 its node is drained                    :func:`evicted`: back to pending, no restart counted
@@ -73,6 +76,9 @@ class Life:
     max_restarts: int = 0  # a training job's restart budget; a service restarts replicas
     generation: int = 0  # bumped at every admission: replicas of older ones are stale
     replicas: int = 0  # replicas it holds now
+    # a training job with spares: the size it runs at; a lost replica is dropped (a spare
+    # takes its place) while at least this many remain. 0: every loss restarts the gang.
+    keep: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +110,7 @@ class Step:
     event: Event | None = None
     stop_all: bool = False  # stop every replica of the current generation
     restart: tuple[int, ...] = ()  # service replicas to start again in place
+    drop: tuple[int, ...] = ()  # lost replicas a job goes on without (its spares stand in)
     exit_code: int | None = None  # of a workload that ended
 
     @property
@@ -207,11 +214,20 @@ def replicas_ended(life: Life, ended: Sequence[ReplicaEnd], wanted: int) -> Step
         event = Event("ReplicaRestarted", "ReplicaEnded", messages, False)
         return Step(new, event, restart=restart)
     broken = [e for e in ended if e.outcome is not Outcome.SUCCEEDED]
+    if life.keep and len(ended) - len(broken) >= life.keep:
+        # as many replicas as the job's size finished: it is done, whatever its spares did
+        # (a spare still waiting when the rendezvous goes away may exit with an error)
+        done = _ended_phase(life, Phase.SUCCEEDED)
+        event = Event("Succeeded", "succeeded", f"{life.keep} replicas exited 0")
+        return Step(done, event, stop_all=True, exit_code=0)
     if not broken:
         if len(ended) >= wanted > 0:
             done = _ended_phase(life, Phase.SUCCEEDED)
             return Step(done, Event("Succeeded", "succeeded", "all replicas exited 0"), exit_code=0)
         return Step(life)  # some exited 0; the others still run
+    startable = all(e.cannot_start is None for e in broken)
+    if life.keep and startable and wanted - len(broken) >= life.keep:
+        return _spares_stand_in(life, broken, wanted)
     first = min(broken, key=lambda e: e.index)
     what = _what(first)
     if life.restarts < life.max_restarts and first.cannot_start is None:
@@ -221,6 +237,23 @@ def replicas_ended(life: Life, ended: Sequence[ReplicaEnd], wanted: int) -> Step
         return Step(new, Event("Restarting", "ReplicaFailed", message), stop_all=True)
     failed = _ended_phase(life, Phase.FAILED)
     return Step(failed, Event("Failed", "failed", what), stop_all=True, exit_code=first.exit_code)
+
+
+def _spares_stand_in(life: Life, lost: Sequence[ReplicaEnd], wanted: int) -> Step:
+    """Replicas were lost (or their agents gave up) and enough remain, spares included, to
+    run at the job's size: the job goes on without them, no restart counted; its rendezvous
+    admits waiting spares in their places (a lost spare needs none), and the scheduler places
+    new spares when there is room."""
+    indices = tuple(sorted(e.index for e in lost))
+    left = wanted - len(lost) - life.keep
+    what = "; ".join(_what(e) for e in sorted(lost, key=lambda e: e.index))
+    message = (
+        f"{what}; {'a spare takes its' if len(lost) == 1 else 'spares take their'} place "
+        f"({left} spare{'s' if left != 1 else ''} left until new ones are placed)"
+    )
+    new = replace(life, replicas=max(0, life.replicas - len(lost)))
+    reason = "ReplicaLost" if all(e.outcome is Outcome.LOST for e in lost) else "ReplicaEnded"
+    return Step(new, Event("SpareSwapped", reason, message, False), drop=indices)
 
 
 def launch_refused(life: Life, index: int, why: str) -> Step:

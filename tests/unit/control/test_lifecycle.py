@@ -30,6 +30,7 @@ max_restarts: 2
 accelerators: {count: 1, types: [h100]}
 command: [train]
 """
+SPARE = JOB.replace("max_restarts: 2", "max_restarts: 2\nspares: 1")
 SERVICE = """\
 kind: InferenceService
 name: s
@@ -69,6 +70,17 @@ CASES = {
         "exited 0", 4),
     "a replica that cannot be started fails the job once": Case(
         JOB, {"g1-r1-a0": Refuse("no such binary")}, "failed", 0, "no such binary", 1),
+    "a job with a spare loses a replica and goes on, then a new spare is placed": Case(
+        SPARE, {"g1-r0-a0": Vanish(5)}, "running", 0, "admitted", 4),
+    "a spare lost with the replica it stood in for: the gang restarts": Case(
+        SPARE, {"g1-r0-a0": Vanish(5), "g1-r2-a0": Vanish(5), "g2-r0-a0": Run(5),
+                "g2-r1-a0": Run(5), "g2-r2-a0": Run(5)}, "succeeded", 1, "exited 0", 6),
+    "a job with spares succeeds when every replica exited 0 (a released spare too)": Case(
+        SPARE, {"g1-r0-a0": Run(5), "g1-r1-a0": Run(5), "g1-r2-a0": Run(6)}, "succeeded", 0,
+        "exited 0", 3),
+    "a spare whose agent gives up is dropped and replaced; the job still succeeds": Case(
+        SPARE, {"g1-r2-a0": Run(3, exit_code=1), "g1-r0-a0": Run(9), "g1-r1-a0": Run(9)},
+        "succeeded", 0, "2 replicas exited 0", 4),
     "a service replica that ends is started again in place": Case(
         SERVICE, {"g1-r0-a0": Run(5, exit_code=1)}, "running", 1, "admitted", 3),
 }  # fmt: skip
@@ -103,3 +115,34 @@ def test_lifecycle(name: str, tmp_path: Path) -> None:
     # never two copies of one replica index running at once
     indexes = [backend.launched[r].env["BAIGE_REPLICA_INDEX"] for r in backend.running()]
     assert len(indexes) == len(set(indexes))
+
+
+def test_a_spare_stands_in_without_requeue(tmp_path: Path) -> None:
+    clock = Clock()
+
+    def script(replica: ReplicaLaunch) -> Behaviour:
+        return Vanish(5) if replica.id.endswith("g1-r1-a0") else Run(None)
+
+    db = Database(f"sqlite:///{tmp_path / 'b.db'}")
+    backend = FakeBackend(clock=clock, script=script)
+    controller = Controller(db, backend, heartbeat_timeout=3600, clock=clock)
+    service = ControlService(db, wake=controller.wake)
+    service.apply_queue(ADMIN, QueueSpec(name="default"))
+    service.register_nodes(
+        ADMIN, [NodeSpec(name="n0", accelerators=AcceleratorGroup(type="h100", count=8))]
+    )
+    (spec,) = load_specs(SPARE)
+    workload = service.submit(ADMIN, spec)[0].id  # type: ignore[arg-type]
+    for _ in range(8):
+        controller.run_pass()
+        clock.now += 2
+    launches = [backend.launched[r] for r in backend.launches]
+    # three replicas (two and a spare) told to train on two; the lost one's stand-in placed
+    assert [r.env["BAIGE_NNODES"] for r in launches] == ["2"] * 4
+    assert sorted(r.env["BAIGE_REPLICA_INDEX"] for r in launches) == ["0", "1", "2", "3"]
+    view = service.get(ADMIN, workload)
+    assert (view.phase, view.restarts) == ("running", 0)
+    reasons = [e.reason for e in service.events(ADMIN, "workload", workload)]
+    assert "ReplicaLost" in reasons and "ReplicaFailed" not in reasons
+    (swap,) = [e for e in service.events(ADMIN, "workload", workload) if e.type == "SpareSwapped"]
+    assert "replica 1 was lost" in swap.message and "a spare takes its place" in swap.message
