@@ -64,6 +64,8 @@ class TrainingJob:
     workload: Workload
     work: float
     group: str  # its class, for reporting
+    # replicas that train (a job with spares holds more, which only stand by); None: all
+    size: int | None = None
 
     @property
     def submit(self) -> float:

@@ -273,7 +273,7 @@ class Engine:
 
     def _schedule_inputs(self) -> None:
         for job in self.built.jobs:
-            self.jobs[job.workload.id] = _Job(job)
+            self.jobs[job.workload.id] = _Job(job, Life(Kind.TRAINING, keep=job.size or 0))
             if job.submit < self.config.horizon:
                 self._push(job.submit, _ARRIVE, job.workload.id)
         for service in self.built.services:
@@ -370,7 +370,8 @@ class Engine:
             return
         job.state = RUNNING
         job.life = lifecycle.started(job.life).life
-        job.segment = Segment(self.now, overhead, job.replicas, job.done, job.saved)
+        training = job.replicas if job.spec.size is None else min(job.replicas, job.spec.size)
+        job.segment = Segment(self.now, overhead, training, job.done, job.saved)
         finish = job.segment.finish(job.spec.work, self.ckpt)
         if finish < self.config.horizon:
             self._push(finish, _FINISH, f"{job.spec.workload.id}#{job.epoch}")

@@ -84,7 +84,8 @@ def built_from_specs(
             continue
         workload = workload_from_spec(spec, workload_id=spec.name, created_at=arrival.at)
         seconds = math.inf if arrival.seconds is None else arrival.seconds
-        jobs.append(TrainingJob(workload, seconds * spec.replicas, "spec"))
+        size = spec.replicas if spec.spares else None  # spares stand by, they do not train
+        jobs.append(TrainingJob(workload, seconds * spec.replicas, "spec", size))
     return Built(
         nodes=[node_from_spec(n) for n in nodes],
         queues=[queue_from_spec(q) for q in queues],

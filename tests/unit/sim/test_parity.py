@@ -110,7 +110,22 @@ accelerators: {count: 1, types: [h100]}
 command: [small]
 """
 
+SPARED = """\
+kind: TrainingJob
+name: spared
+queue: default
+replicas: 2
+spares: 1
+accelerators: {count: 1, types: [h100]}
+command: [train]
+"""
+
 SCENARIOS = {
+    # a job with a spare loses a node: both worlds take it off that node without a requeue
+    # and place a new spare on the free one
+    "spares": Scenario(
+        _nodes(4, 1), [Arrival(0, _spec(SPARED))], horizon=200, failures=[(60, "n1")]
+    ),
     # co-location: a load rise scales the service up and shrinks the elastic job, the fall
     # scales it down after its window and the job grows back; a node dies under both
     "colocation": Scenario(
@@ -247,3 +262,12 @@ def test_the_colocation_scenario_exercises_every_move(tmp_path: Path) -> None:
     downs = [m for _, w, k, m in events if w == "chat" and k == "Autoscaled" and "down" in m]
     assert ups and downs
     assert any("n1" in m and "failed" in m for _, _, k, m in events if k in ("Shrunk", "Preempted"))
+
+
+def test_the_spares_scenario_loses_a_node_without_requeue(tmp_path: Path) -> None:
+    """Worth comparing too: the job is taken off the failed node and a new spare placed,
+    never preempted or restarted, in both worlds (the parametrized test above)."""
+    events, _ = _live(SCENARIOS["spares"], tmp_path)
+    kinds = [kind for _, _, kind, _ in events]
+    assert kinds == ["Admitted", "Shrunk", "Grown"], events
+    assert "n1" in events[1][3]
