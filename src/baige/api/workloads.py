@@ -8,11 +8,19 @@ Commands are argument lists, never shell strings: nothing a user writes reaches 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from baige.api.common import (
     MAX_LABELS,
@@ -165,11 +173,22 @@ class AcceleratorRequest(SpecModel):
         return 1000 if self.share is None else round(self.share * 1000)
 
 
+def _at_most(limit: int, spelled: str) -> Callable[[int], int]:
+    """A bound said in the units the user wrote (the value is held in milli-CPU or MiB)."""
+
+    def check(value: int) -> int:
+        if value > limit:
+            raise ValueError(f"at most {spelled}")
+        return value
+
+    return check
+
+
 class Resources(SpecModel):
     """Host resources for ONE replica (0 = not requested)."""
 
-    cpu: Annotated[CpuMilli, Field(ge=0, le=10_000_000)] = 0  # up to 10,000 cores
-    memory: Annotated[MemoryMiB, Field(ge=0, le=1 << 30)] = 0  # up to 1 PiB
+    cpu: Annotated[CpuMilli, AfterValidator(_at_most(10_000_000, "10,000 cores"))] = 0
+    memory: Annotated[MemoryMiB, AfterValidator(_at_most(1 << 30, "1Pi"))] = 0
 
 
 class TopologyLevel(StrEnum):

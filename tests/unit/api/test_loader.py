@@ -131,6 +131,7 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
         ("accelerators: {count: 0}", "resources: a CPU-only workload"),
         ("resources: {}", "resources: a CPU-only workload"),
         ("accelerators: {count: 0, share: 0.5}\nresources: {cpu: 1}", "needs count: 1"),
+        ("resources: {cpu: 20000}", "resources.cpu: at most 10,000 cores"),  # not in milli
     ],
 )
 def test_accelerator_request_rules(body, words) -> None:
