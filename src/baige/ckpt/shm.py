@@ -133,11 +133,13 @@ def try_lock(path: Path) -> int | None:
     """Take an exclusive flock without waiting; return the open descriptor, or None if some
     other process holds it. Used as a liveness probe: a dead process holds no flock."""
     for attempt in range(5):
-        path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
             break
-        except FileNotFoundError:  # the folder was removed (a persister cleaning up) meanwhile
+        # the folder was removed (a persister cleaning up) meanwhile: mkdir saw it exist and
+        # then not be a folder (FileExistsError), or open found it gone
+        except (FileNotFoundError, FileExistsError):
             if attempt == 4:
                 raise
     try:

@@ -129,10 +129,13 @@ def fold_event(
         loss = num(event.get("loss"))
         if loss is not None:
             figures["loss"] = loss
-    elif name == "run_finished" and event.get("state") != "released":
-        # (a spare released when the job ended says nothing about how the training went)
-        figures["state"] = str(event.get("state") or "finished")[:32]
-        figures["finished_at"] = ts
+    elif name == "run_finished":
+        state = str(event.get("state") or "finished")[:32]
+        # a node whose training succeeded says how it went: a spare that stood by to the end
+        # (released, or cut off when the rendezvous went away with the job) does not
+        if state != "released" and figures.get("state") != "succeeded":
+            figures["state"] = state
+            figures["finished_at"] = ts
     step = _int(event.get("step") if name != "run_finished" else event.get("last_step"))
     if step is not None and name in ("progress", "restored", "training_started", "run_finished"):
         figures["last_step"] = max(int(figures.get("last_step", -1)), step)

@@ -127,8 +127,12 @@ def test_a_lost_replica_is_replaced_by_its_spare_without_requeue(
     history = [(e.type, e.message) for e in events]
     assert view.phase == "succeeded", (view.reason, history[-10:])
     assert view.restarts == 0, history  # never sent back to its queue
-    swaps = [e for e in events if e.type == "SpareSwapped"]
-    assert len(swaps) == 1 and "a spare takes its place" in swaps[0].message, events
+    swaps = [e.message for e in events if e.type == "SpareSwapped"]
+    index = int(victim[0].rsplit("-r", 1)[1].split("-")[0])
+    assert swaps and swaps[0].startswith(f"replica {index} was lost"), history
+    # the only other drop allowed: the new spare, cut off when the job's rendezvous went away
+    # at the end (its agent errors once the store does), before the finish was observed
+    assert all("exited with code" in m for m in swaps[1:]), history
     runtime = view.runtime
     assert runtime is not None and runtime.restored_from is not None, runtime
     assert runtime.state == "succeeded" and runtime.last_step == 1499, runtime

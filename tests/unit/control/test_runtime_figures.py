@@ -67,3 +67,12 @@ def test_junk_fields_are_ignored_not_fatal() -> None:
     assert view is not None
     assert view.lost_steps == 0 and view.max_recovery_s is None and view.steps_per_s is None
     assert view.loss is None and view.last_step == -1
+
+
+def test_a_spare_standing_by_to_the_end_does_not_say_how_training_went() -> None:
+    figures: dict[str, Any] = {}
+    fold(figures, "a", {"event": "run_finished", "ts": 100.0, "state": "succeeded"})
+    fold(figures, "spare", {"event": "run_finished", "ts": 101.0, "state": "released"})
+    fold(figures, "late", {"event": "run_finished", "ts": 102.0, "state": "error"})
+    view = runtime_view(figures)
+    assert view is not None and view.state == "succeeded"
