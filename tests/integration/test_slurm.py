@@ -265,11 +265,7 @@ def test_a_node_that_goes_down_mid_job_has_its_work_rescheduled(
         assert moved.phase == "running"
         wait_for(lambda: f"node={other}" in b"".join(client.logs(job.id)).decode(), timeout=30)
     finally:
-        client.cancel(job.id)
-        _kill_processes_of(job.id)  # the lost node's orphan (its slurmd was gone)
-        slurm.start_node(first)
-        wait_for(lambda: client.node(first).health == "ready", timeout=90, interval=1)
-        slurm.wait_idle(timeout=120)  # Slurm finishes the orphan's job once slurmd is back
+        _bring_back(client, slurm, job.id, first)
 
 
 def test_a_job_with_a_spare_loses_a_node_without_requeue(
@@ -304,11 +300,16 @@ def test_a_job_with_a_spare_loses_a_node_without_requeue(
         kinds = {e.type for e in client.events(job.id)}
         assert not kinds & {"Preempted", "Restarting"}, kinds
     finally:
-        client.cancel(job.id)
-        _kill_processes_of(job.id)
-        slurm.start_node(lost.node)
-        wait_for(lambda: client.node(lost.node).health == "ready", timeout=90, interval=1)
-        slurm.wait_idle(timeout=120)
+        _bring_back(client, slurm, job.id, lost.node)
+
+
+def _bring_back(client, slurm: SlurmCluster, job_id: str, node: str) -> None:
+    """End the job and restart the node's slurmd, so the other tests find both nodes."""
+    client.cancel(job_id)
+    _kill_processes_of(job_id)  # the lost node's orphans (its slurmd was gone)
+    slurm.start_node(node)
+    wait_for(lambda: client.node(node).health == "ready", timeout=90, interval=1)
+    slurm.wait_idle(timeout=120)  # Slurm finishes the orphans' jobs once slurmd is back
 
 
 def _kill_processes_of(workload_id: str, replica: str | None = None) -> None:

@@ -4,6 +4,7 @@ a script, and a clock the test steps. No server, no processes, nothing patched."
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +87,30 @@ CASES = {
 }  # fmt: skip
 
 
+def _run(
+    tmp_path: Path,
+    clock: Clock,
+    script: Callable[[ReplicaLaunch], Behaviour],
+    text: str,
+    passes: int,
+) -> tuple[FakeBackend, ControlService, str]:
+    """One node of 8 cards, the spec submitted, ``passes`` controller passes two seconds
+    apart on the test's clock."""
+    db = Database(f"sqlite:///{tmp_path / 'b.db'}")
+    backend = FakeBackend(clock=clock, script=script)
+    controller = Controller(db, backend, heartbeat_timeout=3600, clock=clock)
+    service = ControlService(db, wake=controller.wake)
+    service.apply_queue(ADMIN, QueueSpec(name="default"))
+    node = NodeSpec(name="n0", accelerators=AcceleratorGroup(type="h100", count=8))
+    service.register_nodes(ADMIN, [node])
+    (spec,) = load_specs(text)
+    workload = service.submit(ADMIN, spec)[0].id  # type: ignore[arg-type]
+    for _ in range(passes):
+        controller.run_pass()
+        clock.now += 2
+    return backend, service, workload
+
+
 @pytest.mark.parametrize("name", CASES)
 def test_lifecycle(name: str, tmp_path: Path) -> None:
     case = CASES[name]
@@ -95,18 +120,7 @@ def test_lifecycle(name: str, tmp_path: Path) -> None:
         key = replica.id.split("-", 2)[-1]  # job-xxxx-g1-r0-a0 -> g1-r0-a0
         return case.script.get(key, Run(None))
 
-    db = Database(f"sqlite:///{tmp_path / 'b.db'}")
-    backend = FakeBackend(clock=clock, script=script)
-    controller = Controller(db, backend, heartbeat_timeout=3600, clock=clock)
-    service = ControlService(db, wake=controller.wake)
-    service.apply_queue(ADMIN, QueueSpec(name="default"))
-    node = NodeSpec(name="n0", accelerators=AcceleratorGroup(type="h100", count=8))
-    service.register_nodes(ADMIN, [node])
-    (spec,) = load_specs(case.spec)
-    workload = service.submit(ADMIN, spec)[0].id  # type: ignore[arg-type]
-    for _ in range(12):  # passes two seconds apart on the test's clock
-        controller.run_pass()
-        clock.now += 2
+    backend, service, workload = _run(tmp_path, clock, script, case.spec, passes=12)
     view = service.get(ADMIN, workload)
     assert view.phase == case.phase, view.reason
     assert view.restarts == case.restarts
@@ -123,19 +137,7 @@ def test_a_spare_stands_in_without_requeue(tmp_path: Path) -> None:
     def script(replica: ReplicaLaunch) -> Behaviour:
         return Vanish(5) if replica.id.endswith("g1-r1-a0") else Run(None)
 
-    db = Database(f"sqlite:///{tmp_path / 'b.db'}")
-    backend = FakeBackend(clock=clock, script=script)
-    controller = Controller(db, backend, heartbeat_timeout=3600, clock=clock)
-    service = ControlService(db, wake=controller.wake)
-    service.apply_queue(ADMIN, QueueSpec(name="default"))
-    service.register_nodes(
-        ADMIN, [NodeSpec(name="n0", accelerators=AcceleratorGroup(type="h100", count=8))]
-    )
-    (spec,) = load_specs(SPARE)
-    workload = service.submit(ADMIN, spec)[0].id  # type: ignore[arg-type]
-    for _ in range(8):
-        controller.run_pass()
-        clock.now += 2
+    backend, service, workload = _run(tmp_path, clock, script, SPARE, passes=8)
     launches = [backend.launched[r] for r in backend.launches]
     # three replicas (two and a spare) told to train on two; the lost one's stand-in placed
     assert [r.env["BAIGE_NNODES"] for r in launches] == ["2"] * 4
