@@ -34,6 +34,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -88,6 +89,10 @@ ENV_PEER_SECRET_FILE = "BAIGE_PEER_SECRET_FILE"
 ENV_PEER_BUDDY = "BAIGE_PEER_BUDDY"
 ENV_PEER_FETCH_FROM = "BAIGE_PEER_FETCH_FROM"
 ENV_PEER_SOURCE_HOST = "BAIGE_PEER_SOURCE_HOST"
+# what the control plane hands `baige run` besides BUDDY and FETCH_FROM: where this node's
+# buddy server listens, and the job's secret (moved into a file before any worker starts)
+ENV_PEER_BIND = "BAIGE_PEER_BIND"
+ENV_PEER_SECRET = "BAIGE_PEER_SECRET"
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,8 @@ class PeerConfig:
     """Where a rank's snapshots go and where a restarted rank looks for them.
 
     ``buddy``: the server (``HOST:PORT``) this rank pushes to, None to push nowhere.
+    ``fallbacks``: the servers pushed to, in order, while the buddy cannot be reached (its
+    node was the one lost): the first that takes a push stays the buddy from then on.
     ``fetch_from``: the servers a restarting rank asks, newest step wins (default: the
     buddy); after a node loss the launcher lists the buddy of the node the rank ran on.
     ``secret_file``: the job's secret (the file, never the secret, crosses processes).
@@ -106,14 +113,17 @@ class PeerConfig:
     buddy: str | None = None
     fetch_from: tuple[str, ...] = ()
     source_host: str | None = None
+    fallbacks: tuple[str, ...] = ()
     timeout_s: float = 10.0
     connect_timeout_s: float = 2.0
     queue: int = 2
 
     def __post_init__(self) -> None:
         get_str({"job": self.job}, "job")
-        for address in (*([self.buddy] if self.buddy else []), *self.fetch_from):
+        for address in (*([self.buddy] if self.buddy else []), *self.fetch_from, *self.fallbacks):
             parse_address(address)
+        if self.fallbacks and not self.buddy:
+            raise ValueError("fallback buddies need a buddy")
         if self.queue < 1:
             raise ValueError(f"queue must be >= 1, got {self.queue}")
         if self.timeout_s <= 0 or self.connect_timeout_s <= 0:
@@ -145,11 +155,14 @@ class PeerConfig:
         if not job:
             raise ValueError(f"{ENV_PEER_SECRET_FILE} is set but {ENV_PEER_JOB} is not")
         fetch = tuple(a for a in env.get(ENV_PEER_FETCH_FROM, "").split(",") if a)
+        # BUDDY: the buddy, then its fallbacks, comma-separated
+        buddies = [a for a in env.get(ENV_PEER_BUDDY, "").split(",") if a]
         try:
             return cls(
                 job=job,
                 secret_file=secret,
-                buddy=env.get(ENV_PEER_BUDDY) or None,
+                buddy=buddies[0] if buddies else None,
+                fallbacks=tuple(buddies[1:]),
                 fetch_from=fetch,
                 source_host=env.get(ENV_PEER_SOURCE_HOST) or None,
             )
@@ -165,6 +178,7 @@ class PeerConfig:
         if not isinstance(raw, dict):
             raise ValueError("peer config must be a JSON object")
         raw["fetch_from"] = tuple(raw.get("fetch_from") or ())
+        raw["fallbacks"] = tuple(raw.get("fallbacks") or ())
         return cls(**raw)
 
 
@@ -364,10 +378,15 @@ class PeerPusher:
     """Pushes snapshots to one buddy on a background thread. ``push`` never blocks: it
     queues (at most ``queue`` waiting; beyond that the oldest waiting one is dropped) and
     returns. Snapshots are sent in the order they were queued, so the buddy's newest is
-    the newest save."""
+    the newest save. A push the buddy does not take goes to the ``fallbacks`` in turn; the
+    first that takes it is the buddy from then on (the first buddy's node may be the one
+    that was lost, and a rank restarting elsewhere asks every server of the job)."""
 
-    def __init__(self, client: PeerClient, queue: int = 2) -> None:
+    def __init__(
+        self, client: PeerClient, queue: int = 2, fallbacks: tuple[PeerClient, ...] = ()
+    ) -> None:
         self.client = client
+        self._candidates = (client, *fallbacks)
         self.stats = PushStats()
         self._queue: collections.deque[_Item] = collections.deque()
         self._limit = queue
@@ -433,11 +452,40 @@ class PeerPusher:
                     self._busy = False
                     self._cond.notify_all()
 
+    def _push_with_fallbacks(
+        self, snap: Snapshot, still_valid: Callable[[], bool] | None
+    ) -> dict[str, Any]:
+        """Push to the buddy, else to each fallback in turn (the one that takes it becomes
+        the buddy); raises the last PeerError when none does."""
+        first = self._candidates.index(self.client)
+        order = self._candidates[first:] + self._candidates[:first]
+        for i, client in enumerate(order):
+            try:
+                reply = client.push(snap, still_valid)
+            except PushAborted:  # the source changed: no other buddy would fare better
+                raise
+            except PeerError as exc:
+                if i + 1 == len(order):
+                    raise
+                log.warning(
+                    "buddy %s did not take step %d (%s); pushing to %s",
+                    client.address,
+                    snap.meta.step,
+                    exc,
+                    order[i + 1].address,
+                )
+                continue
+            if client is not self.client:
+                log.warning("buddy is now %s (was %s)", client.address, self.client.address)
+                self.client = client
+            return reply
+        raise AssertionError("unreachable: at least one candidate")
+
     def _push_one(self, snap: Snapshot, still_valid: Callable[[], bool] | None) -> None:
         meta = snap.meta
         started = time.monotonic()
         try:
-            reply = self.client.push(snap, still_valid)
+            reply = self._push_with_fallbacks(snap, still_valid)
         except PushAborted as exc:
             self.stats.aborted += 1
             log.info("not pushing to buddy %s: %s", self.client.address, exc)
@@ -569,15 +617,23 @@ class BuddySource:
         """The (step, timeline) pairs some buddy holds for this rank; an unreachable buddy
         is logged and holds nothing."""
         self._where.clear()
-        for address in self.config.sources:
+        sources = self.config.sources
+        if not sources or self._client(sources[0]) is None:  # no secret: ask nobody
+            return set()
+
+        def ask(address: str) -> list[dict[str, Any]]:
             client = self._client(address)
-            if client is None:
-                break
+            assert client is not None
             try:
-                items = client.list(self.config.job, self.rank)
+                return client.list(self.config.job, self.rank)
             except PeerError as exc:
                 log.warning("rank %d: not restoring from buddy %s: %s", self.rank, address, exc)
-                continue
+                return []
+
+        # every server of a large job is asked at once: a dead one costs its timeout once
+        with ThreadPoolExecutor(max_workers=min(32, len(sources))) as pool:
+            answers = list(pool.map(ask, sources))
+        for address, items in zip(sources, answers, strict=True):
             for item in items:
                 step, timeline = item.get("step"), item.get("timeline")
                 if isinstance(step, int) and isinstance(timeline, str):

@@ -322,7 +322,8 @@ class Persister:
             log.error("not pushing to a buddy: %s", exc)
             return None
         client = self.peer.client(self.peer.buddy, secret)
-        return PeerPusher(client, self.peer.queue)
+        fallbacks = tuple(self.peer.client(a, secret) for a in self.peer.fallbacks)
+        return PeerPusher(client, self.peer.queue, fallbacks)
 
     def _mapping(self, slot: int, need: int) -> mmap.mmap:
         """The slot mapped read-only, kept from one persist to the next so its pages are

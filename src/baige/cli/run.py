@@ -132,7 +132,12 @@ def run(
         typer.Option("--peer-bind", help="HOST:PORT where this node holds a buddy's checkpoints."),
     ] = "",
     peer_buddy: Annotated[
-        str, typer.Option("--peer-buddy", help="HOST:PORT this node's ranks push snapshots to.")
+        str,
+        typer.Option(
+            "--peer-buddy",
+            help="HOST:PORT this node's ranks push snapshots to; more, comma-separated, "
+            "take the pushes while the first cannot be reached.",
+        ),
     ] = "",
     peer_fetch_from: Annotated[
         str,

@@ -18,6 +18,7 @@ import pytest
 from baige.ckpt.checksum import crc32
 from baige.ckpt.control import Control, SlotRecord
 from baige.ckpt.peer_client import (
+    BuddySource,
     PeerClient,
     PeerConfig,
     PeerPusher,
@@ -405,6 +406,49 @@ def test_the_pusher_never_blocks_and_drops_the_oldest_pending_push() -> None:
     assert slow.sent == [1, 5, 6]
     assert (pusher.stats.pushed, pusher.stats.dropped) == (3, 3)
     pusher.close()
+
+
+def test_a_push_the_buddy_cannot_take_goes_to_the_fallback_which_stays_the_buddy(
+    server: PeerServer,
+) -> None:
+    with socket.socket() as s:  # the first buddy's node is gone: nobody listens there
+        s.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{s.getsockname()[1]}"
+    first = PeerClient(dead, SECRET, timeout_s=1.0, connect_timeout_s=0.5)
+    pusher = PeerPusher(first, queue=2, fallbacks=(client(server),))
+    pusher.push(snapshot(1))
+    assert pusher.flush(10)
+    pusher.push(snapshot(2))
+    assert pusher.flush(10)
+    assert steps(server) == [1, 2]
+    assert pusher.client.address == server.address  # the dead one is not tried again
+    assert (pusher.stats.pushed, pusher.stats.failed) == (2, 0)
+    pusher.close()
+    # with no fallback left, a push that nobody takes is counted as failed
+    lonely = PeerPusher(PeerClient(dead, SECRET, timeout_s=1.0, connect_timeout_s=0.5))
+    lonely.push(snapshot(3))
+    assert lonely.flush(10)
+    assert (lonely.stats.pushed, lonely.stats.failed) == (0, 1)
+    lonely.close()
+
+
+def test_a_restarting_rank_asks_every_server_and_a_dead_one_costs_nothing_else(
+    tmp_path: Path, server: PeerServer
+) -> None:
+    client(server).push(snapshot(4, rank=1))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{s.getsockname()[1]}"
+    secret = tmp_path / "secret"
+    secret.write_bytes(SECRET)
+    secret.chmod(0o600)
+    config = PeerConfig(JOB, str(secret), fetch_from=(dead, server.address, dead))
+    source = BuddySource(config, rank=1)
+    assert source.available() == {(4, "root")}
+    record, buffer, address = source.fetch(4, "root")
+    assert address == server.address and record.step == 4
+    assert bytes(buffer[: len(part(snapshot(4, rank=1), 0))]) == part(snapshot(4, rank=1), 0)
+    assert BuddySource(config, rank=0).available() == set()
 
 
 def test_a_push_whose_slot_is_overwritten_is_abandoned(tmp_path: Path, server: PeerServer) -> None:
