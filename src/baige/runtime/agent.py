@@ -35,6 +35,7 @@ import multiprocessing.connection
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -67,6 +68,7 @@ from baige.runtime.beacon import (
 from baige.runtime.events import EventLog
 from baige.runtime.faults import fired_faults, ledger_dir
 from baige.runtime.relay import StderrRelay, exception_line
+from baige.runtime.stable_ranks import StableRanks
 from baige.runtime.stacks import dump_stacks, innermost_frame, stacks_path
 from baige.runtime.watch import (
     Hang,
@@ -234,15 +236,18 @@ class BaigeAgent(LocalElasticAgent):
         if worker_group.group_rank == 0:
             old, self._worker_store = self._worker_store, None
             del old
+            host = str(worker_group.master_addr)  # torch's rank 0: this node, unless…
+            if isinstance(handler, StableRanks) and handler.torch_rank != 0:
+                host = socket.getfqdn()  # …ranks were kept across rounds (as torch names it)
             server = TCPStore(
-                host_name=str(worker_group.master_addr),
+                host_name=host,
                 port=0,
                 is_master=True,
                 multi_tenant=True,
                 wait_for_workers=False,
             )
             self._worker_store = server
-            store.set(key, f"{worker_group.master_addr}:{server.port}")
+            store.set(key, f"{host}:{server.port}")
         addr, _, port = store.get(key).decode().rpartition(":")
         worker_group.master_addr, worker_group.master_port = addr, int(port)
 

@@ -193,9 +193,15 @@ def resolve(config: RunConfig) -> RunConfig:
         parse_faults(fault).resolve(hi * config.nproc_per_node)
     except FaultSpecError as err:
         raise UsageError(str(err)) from None
-    if config.peer is not None:
+    run_dir = (config.run_dir or default_run_dir(run_id)).resolve()
+    peer = config.peer
+    if peer is None and _from_control_plane():  # the controller wired peer memory
+        from baige.runtime.peer import peer_from_env  # noqa: PLC0415
+
+        peer = peer_from_env(run_dir)
+    if peer is not None:
         try:
-            config.peer.check()
+            peer.check()
         except ValueError as err:
             raise UsageError(str(err)) from None
     max_node_failures = config.max_node_failures
@@ -208,8 +214,9 @@ def resolve(config: RunConfig) -> RunConfig:
         rdzv_backend=backend,
         rdzv_endpoint=endpoint,
         run_id=run_id,
-        run_dir=(config.run_dir or default_run_dir(run_id)).resolve(),
+        run_dir=run_dir,
         fault=fault,
+        peer=peer,
         max_node_failures=max_node_failures,
     )
 
@@ -234,6 +241,7 @@ def run(config: RunConfig) -> RunOutcome:
     from torch.distributed.elastic.rendezvous.api import RendezvousParameters  # noqa: PLC0415
 
     from baige.runtime.agent import AgentSettings, BaigeAgent  # noqa: PLC0415
+    from baige.runtime.stable_ranks import StableRanks  # noqa: PLC0415
 
     assert config.run_dir is not None and config.fault is not None
     run_dir = config.run_dir
@@ -288,6 +296,9 @@ def run(config: RunConfig) -> RunOutcome:
     if config.rdzv_backend == "static":
         host, _, port = config.rdzv_endpoint.rpartition(":")
         master_addr, master_port = host, int(port)
+    handler = registry.get_rendezvous_handler(params)
+    if config.rdzv_backend != "static":  # a node keeps its rank across rounds
+        handler = StableRanks(handler)
     warm = None if config.cold else warm_args(entrypoint, args)
     if warm is not None:
         ensure_forkserver()  # preloads torch once, while the rendezvous proceeds
@@ -296,7 +307,7 @@ def run(config: RunConfig) -> RunOutcome:
         local_world_size=config.nproc_per_node,
         entrypoint=run_python if warm is not None else entrypoint,
         args=warm if warm is not None else args,
-        rdzv_handler=registry.get_rendezvous_handler(params),
+        rdzv_handler=handler,
         max_restarts=config.max_restarts,
         monitor_interval=config.monitor_interval_s,
         master_addr=master_addr,
