@@ -87,6 +87,10 @@ RESERVED_ENV: dict[str, str] = {
         )
     },
     "BAIGE_NNODES": "is how many of a job's replicas train (the others stand by as spares)",
+    **{
+        f"BAIGE_PEER_{name}": "wires the job's peer-memory checkpoints"
+        for name in ("BIND", "BUDDY", "FETCH_FROM", "SECRET", "SECRET_FILE", "JOB")
+    },
 }  # fmt: skip
 
 
@@ -211,6 +215,10 @@ class CheckpointPolicy(SpecModel):
 
     interval: DurationSeconds = Field(default=600.0, ge=1, le=30 * 86400)
     directory: Text | None = None
+    # a job of two or more replicas (spares included) has each replica's `baige run` hold a
+    # buddy's flash checkpoints in memory, so a rank restarted on another node (a spare in
+    # place of a lost one) restores from there, not from storage; false turns that off
+    peer_memory: bool = True
 
 
 def _cpu_only() -> AcceleratorRequest:

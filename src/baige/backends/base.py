@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+from baige.backends.peers import PeerWiring
+
 __all__ = ["Backend", "ReplicaLaunch", "ReplicaObservation", "ReplicaState"]
 
 
@@ -61,6 +63,9 @@ class ReplicaLaunch:
     # and memory itself (Slurm) asks it for as much
     cpu_milli: int = 0
     memory_mib: int = 0
+    # a training replica's peer-memory checkpoints (``env`` holds them rendered for this
+    # machine; a backend whose nodes are other hosts renders them with their addresses)
+    peer: PeerWiring | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from baige.backends.base import ReplicaLaunch, ReplicaObservation, ReplicaState
 from baige.backends.identity import TenantUsers, clean_env, own_identity
+from baige.backends.peers import peer_env
 from baige.hw.catalog import UnknownAcceleratorError, get_chip
 
 __all__ = ["SlurmBackend", "SlurmError", "SlurmNodeInfo"]
@@ -212,6 +213,12 @@ class SlurmBackend:
             if replica.master_node not in self._address:
                 self.inventory()
             env["MASTER_ADDR"] = self._address.get(replica.master_node, replica.master_node)
+        if replica.peer is not None:
+            # the replicas' buddy servers, at the addresses Slurm reaches their nodes at
+            nodes = {replica.peer.node, *(n for n, _ in replica.peer.fetch_from)}
+            if not nodes <= self._address.keys():
+                self.inventory()
+            env.update(peer_env(replica.peer, lambda node: self._address.get(node, node)))
         if replica.visibility_env:
             env.pop(replica.visibility_env, None)  # Slurm binds the cards and sets it
         env_file = rundir / "env.json"

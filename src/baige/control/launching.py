@@ -9,12 +9,17 @@ import logging
 from collections import defaultdict
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from baige.api.workloads import TrainingJobSpec
 from baige.backends.base import ReplicaState
+from baige.backends.peers import PeerWiring
+from baige.control.peer_wiring import job_secret, members_of, wire
 from baige.control.preflight_gate import PreflightGating
 from baige.control.recording import PassStats, _free_port, _life
 from baige.control.snapshot import (
     launch_record,
+    parse_spec,
 )
 from baige.sched import (
     lifecycle,
@@ -73,6 +78,40 @@ class Launching(PreflightGating):
         # otherwise the next pass looks again
         return waited >= DRAIN_SETTLE_S and self.in_flight(replica.id) == 0
 
+    @staticmethod
+    def _peer_wiring(session: Session, workload: WorkloadRow) -> dict[str, PeerWiring]:
+        """Replica id -> its peer-memory wiring, for a training job of two or more replicas
+        (spares included) that has not turned ``checkpoint.peer_memory`` off; empty for any
+        other workload. Each replica wanted running gets a port once, kept in its row."""
+        if workload.kind != "TrainingJob" or not workload.report_token:
+            return {}
+        spec = parse_spec(workload.kind, workload.spec)
+        if not isinstance(spec, TrainingJobSpec) or spec.replicas + spec.spares < 2:
+            return {}
+        if spec.checkpoint is not None and not spec.checkpoint.peer_memory:
+            return {}
+        wanted = list(
+            session.scalars(
+                select(ReplicaRow).where(
+                    ReplicaRow.workload_id == workload.id,
+                    ReplicaRow.generation == workload.generation,
+                    ReplicaRow.desired == "running",
+                )
+            )
+        )
+        for row in wanted:
+            if row.port is None:
+                row.port = _free_port()
+        topology: dict[str, tuple[str, ...]] = {}
+        for node in session.scalars(
+            select(NodeRow).where(NodeRow.name.in_({r.node for r in wanted}))
+        ):
+            path = node.spec.get("topology")
+            topology[node.name] = tuple(map(str, path)) if isinstance(path, list | tuple) else ()
+        members = members_of([(r.id, r.node, r.port or 0) for r in wanted], topology)
+        secret = job_secret(workload.report_token, workload.id, workload.generation)
+        return wire(members, secret)
+
     def _reconcile(self, stats: PassStats) -> None:
         """Launch what should run and is not launched; stop what should not run."""
         with self.db.session() as session:
@@ -114,6 +153,9 @@ class Launching(PreflightGating):
                     workloads[replica.workload_id] = workload
                     sizes[workload.id] = len(workload.placements)
             held = self._preflight_holds(session, workloads, self.clock())
+            peers = {
+                w.id: self._peer_wiring(session, w) for w in workloads.values() if w.id not in held
+            }
             node_types: dict[str, str] = {}
             if any(w.hetero_plan for w in workloads.values()):  # a job spans types
                 node_types = dict(session.execute(select(NodeRow.name, NodeRow.accel_type)).all())
@@ -128,6 +170,7 @@ class Launching(PreflightGating):
                         launch_record(
                             replica, workload, sizes[workload.id], workload.master_port,
                             self.api_url, node_types=node_types,
+                            peer=peers.get(workload.id, {}).get(replica.id),
                         )
                     )  # fmt: skip
                 except (ValueError, TypeError) as err:  # what it was given cannot run
@@ -139,7 +182,8 @@ class Launching(PreflightGating):
                     continue
                 replica.state = observation.state.value
                 replica.pid = observation.pid
-                replica.port = observation.port
+                if observation.port is not None:  # a training replica keeps its peer port
+                    replica.port = observation.port
                 replica.log_path = observation.log_path
                 replica.started_at = observation.started_at
                 replica.reason = observation.reason

@@ -18,6 +18,7 @@ from baige.api.quantities import parse_cpu_milli, parse_memory_mib
 from baige.api.queues import QueueSpec
 from baige.api.workloads import InferenceServiceSpec, TrainingJobSpec
 from baige.backends.base import ReplicaLaunch
+from baige.backends.peers import PeerWiring, peer_env
 from baige.control.runtime_figures import report_env
 from baige.hw.catalog import get_chip
 from baige.sched import Assignment, Node, Placement, Snapshot, Workload
@@ -201,11 +202,14 @@ def launch_record(
     api_url: str | None = None,
     *,
     node_types: Mapping[str, str] | None = None,
+    peer: PeerWiring | None = None,
 ) -> ReplicaLaunch:
     """What a backend needs to start ``replica``: its command, and an environment that
     names its accelerators through the vendor's variable and its place in the job.
     ``node_types`` (node → accelerator type) gives each replica of a job spanning types its
-    own node's type; a job with a split plan gets it too (the backend writes the file)."""
+    own node's type; a job with a split plan gets it too (the backend writes the file).
+    ``peer``: where its `baige run` holds and sends peer-memory checkpoints
+    (:mod:`baige.control.peer_wiring`)."""
     spec = parse_spec(workload.kind, workload.spec)
     env = dict(spec.env)
     accel = (node_types or {}).get(replica.node) or workload.accel_type or ""
@@ -235,6 +239,8 @@ def launch_record(
             env["BAIGE_NNODES"] = str(spec.replicas)
         if spec.checkpoint is not None:  # save before a preemption's SIGTERM ends it
             env.update(BAIGE_SAVE_ON_STOP="1", BAIGE_STOP_GRACE_S=f"{STOP_SAVE_GRACE_S:g}")
+        if peer is not None:
+            env.update(peer_env(peer))
     return ReplicaLaunch(
         id=replica.id,
         workload_id=workload.id,
@@ -251,4 +257,5 @@ def launch_record(
         master_node=str(workload.placements[0].get("node", "")) if workload.placements else "",
         tenant=workload.tenant or "admin",
         hetero_plan=json.dumps(workload.hetero_plan) if workload.hetero_plan else "",
+        peer=peer if isinstance(spec, TrainingJobSpec) else None,
     )

@@ -15,18 +15,21 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from baige.ckpt.peer_client import (
+    ENV_PEER_BIND,
     ENV_PEER_BUDDY,
     ENV_PEER_FETCH_FROM,
     ENV_PEER_JOB,
+    ENV_PEER_SECRET,
     ENV_PEER_SECRET_FILE,
     ENV_PEER_SOURCE_HOST,
 )
 from baige.ckpt.peer_protocol import PeerError, parse_address, read_secret
 from baige.ckpt.peer_server import PeerServer, parse_bytes
 
-__all__ = ["PeerRun", "start_peer"]
+__all__ = ["PeerRun", "peer_from_env", "start_peer"]
 
 log = logging.getLogger("baige.runtime")
 
@@ -36,7 +39,8 @@ class PeerRun:
     """What ``--peer-*`` asked for. ``bind``: this node's buddy server (HOST:PORT on the job's
     interface; empty: serve nothing here). ``buddy``: where this node's ranks push.
     ``fetch_from``: where a restarted rank looks (default: the buddy; on a spare, the buddy
-    of the node it replaces)."""
+    of the node it replaces). ``buddy`` may list fallbacks after it, comma-separated: they
+    take the pushes while the buddy cannot be reached."""
 
     secret_file: str
     bind: str = ""
@@ -49,7 +53,7 @@ class PeerRun:
         """Refuse a bad setting before anything starts, naming the option."""
         for option, address in (
             ("--peer-bind", self.bind),
-            ("--peer-buddy", self.buddy),
+            *(("--peer-buddy", a) for a in self.buddy.split(",")),
             *(("--peer-fetch-from", a) for a in self.fetch_from),
         ):
             if address:
@@ -69,6 +73,29 @@ class PeerRun:
             raise ValueError(f"--peer-max-bytes {self.max_bytes!r}: {exc}") from None
         if self.max_snapshots < 1:
             raise ValueError(f"--peer-max-snapshots must be >= 1, got {self.max_snapshots}")
+
+
+def peer_from_env(run_dir: Path) -> PeerRun | None:
+    """The peer settings the control plane hands a replica (``BAIGE_PEER_*``, see
+    ``baige.control.peer_wiring``), or None when it hands none. The secret moves out of the
+    environment into ``run_dir/peer.secret`` (mode 0600), so workers see only its path."""
+    bind = os.environ.get(ENV_PEER_BIND, "")
+    secret = os.environ.pop(ENV_PEER_SECRET, "")
+    if not (bind and secret):
+        return None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "peer.secret"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        os.fchmod(handle.fileno(), 0o600)  # a file left by an earlier attempt, too
+        handle.write(secret)
+    fetch = tuple(a for a in os.environ.get(ENV_PEER_FETCH_FROM, "").split(",") if a)
+    return PeerRun(
+        secret_file=str(path),
+        bind=bind,
+        buddy=os.environ.get(ENV_PEER_BUDDY, ""),
+        fetch_from=fetch,
+    )
 
 
 def start_peer(peer: PeerRun, job: str) -> PeerServer | None:

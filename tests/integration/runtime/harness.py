@@ -19,8 +19,10 @@ from typing import Any
 
 import pytest
 
+from baige.ckpt.checkpointer import DEFAULT_SHM_ROOT
 from baige.ckpt.peer_client import PeerClient
 from baige.ckpt.peer_protocol import PeerError, read_secret
+from baige.ckpt.shm import runtime_dir
 from baige.runtime.events import read_events
 
 __all__ = [
@@ -30,7 +32,11 @@ __all__ = [
     "Run",
     "buddy_holds",
     "free_port",
+    "kill_replica",
+    "listeners",
+    "lose_node_storage",
     "processes_of",
+    "ranks_held",
     "run_baige",
 ]
 
@@ -161,3 +167,56 @@ class EmulatedNode:
     def events(self, name: str) -> list[dict[str, Any]]:
         path = self.run_dir / "events.jsonl"
         return [e for e in read_events(path) if e["event"] == name] if path.exists() else []
+
+
+# ---------------------------------------------------------------- replicas of a platform
+
+
+def kill_replica(replica: str) -> None:
+    """Every process of a platform's replica: those carrying its id in their environment
+    (the checkpoint persister leaves the replica's process group on purpose)."""
+    marker = f"BAIGE_REPLICA_ID={replica}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if marker in (entry / "environ").read_bytes().split(b"\0"):
+                os.kill(int(entry.name), signal.SIGKILL)
+
+
+def lose_node_storage(ckpt_dir: Path) -> None:
+    """What a lost node takes with it of a checkpoint directory: its shared memory, then
+    the directory itself (the node's local disk)."""
+    shutil.rmtree(runtime_dir(DEFAULT_SHM_ROOT, ckpt_dir), ignore_errors=True)
+    shutil.rmtree(ckpt_dir)
+
+
+def ranks_held(addresses: list[str], secret: Path, job: str) -> set[int]:
+    """The ranks of ``job`` that some buddy server at ``addresses`` holds a snapshot of."""
+    held: set[int] = set()
+    for address in addresses:
+        with contextlib.suppress(PeerError):
+            held |= {int(i["rank"]) for i in PeerClient(address, read_secret(secret)).list(job)}
+    return held
+
+
+def listeners(port: int) -> set[int]:
+    """Pids holding a socket that listens on ``port`` (the rendezvous store's host)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
+                inodes.add(fields[9])
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            for fd in (entry / "fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:[") and target[8:-1] in inodes:
+                    pids.add(int(entry.name))
+        except OSError:
+            continue
+    return pids

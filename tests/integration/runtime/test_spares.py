@@ -1,9 +1,16 @@
 """A training job with a hot spare under `baige up`: two replicas train and a third stands by
-on `baige run`'s rendezvous. One training replica's whole process group (its "node") is
-killed mid-run: the controller drops it without sending the job back to its queue (no
-restart counted), the rendezvous admits the spare in its place, which restores from the
-last checkpoint, and the job succeeds once two replicas exited 0 (the survivor and the spare that stood in;
-the new spare the scheduler placed after the swap is stopped then)."""
+on `baige run`'s rendezvous, each on a node of its own with its own checkpoint directory
+(``--ckpt-dir …/$(BAIGE_NODE)``: a node's local disk) and so its own shared memory. The
+controller wires peer-memory checkpoints: every replica's `baige run` serves a buddy server
+and its ranks push each persisted step to a buddy on another node.
+
+One training replica's whole node is lost mid-run: every process of the replica (agent,
+worker, checkpoint persister) killed, its shared memory and its checkpoint directory
+deleted. The controller drops it without sending the job back to its queue (no restart
+counted), the rendezvous admits the spare in its place, which finds nothing on its own
+node and restores from a buddy's memory, and the job succeeds once two replicas exited 0
+(the survivor and the spare that stood in; the new spare the scheduler placed after the
+swap is stopped then)."""
 
 from __future__ import annotations
 
@@ -18,17 +25,28 @@ import pytest
 from baige.api import load_specs
 from baige.store.tables import WorkloadRow
 from tests.integration.conftest import wait_for
-from tests.integration.runtime.harness import EXAMPLE
+from tests.integration.runtime.harness import (
+    EXAMPLE,
+    kill_replica,
+    listeners,
+    lose_node_storage,
+    ranks_held,
+    run_baige,
+)
 
 pytestmark = pytest.mark.slow
+
+
+STEPS = 1000
+TRAIN = ["--steps", str(STEPS), "--save-every", "10", "--log-every", "100", "--linger", "5"]
 
 
 def _job(tmp_path: Path) -> str:
     command = [
         sys.executable, "-m", "baige.runtime", "--nproc-per-node", "1", "--node-timeout", "3",
         "--monitor-interval", "0.1", "--progress-every", "0.5", "--",
-        sys.executable, str(EXAMPLE), "--steps", "1500", "--save-every", "10", "--log-every", "100",
-        "--linger", "5", "--ckpt-dir", str(tmp_path / "ckpt"),
+        sys.executable, str(EXAMPLE), *TRAIN, "--out", str(tmp_path / "final.json"),
+        "--ckpt-dir", f"{tmp_path / 'ckpt'}/$(BAIGE_NODE)",
     ]  # fmt: skip
     return f"""\
 kind: TrainingJob
@@ -58,32 +76,10 @@ def _groups() -> dict[int, list[tuple[int, str]]]:
     return out
 
 
-def _listeners(port: int) -> set[int]:
-    """Pids holding a socket that listens on ``port`` (the rendezvous store's host)."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
-                inodes.add(fields[9])
-    pids = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            for fd in (entry / "fd").iterdir():
-                target = os.readlink(fd)
-                if target.startswith("socket:[") and target[8:-1] in inodes:
-                    pids.add(int(entry.name))
-        except OSError:
-            continue
-    return pids
-
-
-def test_a_lost_replica_is_replaced_by_its_spare_without_requeue(
+def test_a_lost_node_is_replaced_by_the_spare_which_restores_from_a_buddy(
     make_platform, sqlite_url: str, tmp_path: Path
 ) -> None:
-    running = make_platform(sqlite_url, nodes=3)
+    running = make_platform(sqlite_url, nodes=3, accel="h100:1")  # a node per replica
     client = running.client()
     job = client.submit(load_specs(_job(tmp_path))[0])  # type: ignore[arg-type]
     runs = running.platform.options.home / "runs"
@@ -105,9 +101,16 @@ def test_a_lost_replica_is_replaced_by_its_spare_without_requeue(
 
     trainers = wait_for(training, timeout=120, interval=0.5)
     assert isinstance(trainers, dict)
+    replicas = {r.id: r for r in client.job(job.id).running_replicas}
+    servers = [f"127.0.0.1:{r.port}" for r in replicas.values()]
+    assert len(set(servers)) == 3, replicas  # every replica serves its buddies
+    # both training ranks' snapshots have reached a buddy before the loss
+    secret = home / "runs" / job.id / next(iter(trainers)) / "peer.secret"
+    assert secret.stat().st_mode & 0o077 == 0
+    assert wait_for(lambda: ranks_held(servers, secret, job.id) >= {0, 1}, timeout=60)
     with running.platform.db.session() as session:
         port = session.get(WorkloadRow, job.id).master_port  # type: ignore[union-attr]
-    store = _listeners(int(port))
+    store = listeners(int(port))
     # lose a training replica that does not host the rendezvous store (losing that one ends
     # every replica's rendezvous: torch's c10d store lives in one agent)
     groups = _groups()
@@ -117,6 +120,8 @@ def test_a_lost_replica_is_replaced_by_its_spare_without_requeue(
         if not store & {pid for pid, _ in groups.get(pgid, [])}
     )
     os.killpg(victim[1], signal.SIGKILL)
+    kill_replica(victim[0])
+    lose_node_storage(tmp_path / "ckpt" / replicas[victim[0]].node)
 
     done = wait_for(
         lambda: client.job(job.id).phase in ("succeeded", "failed"), timeout=240, interval=0.5
@@ -135,7 +140,24 @@ def test_a_lost_replica_is_replaced_by_its_spare_without_requeue(
     assert all("exited with code" in m for m in swaps[1:]), history
     runtime = view.runtime
     assert runtime is not None and runtime.restored_from is not None, runtime
-    assert runtime.state == "succeeded" and runtime.last_step == 1499, runtime
+    assert runtime.state == "succeeded" and runtime.last_step == STEPS - 1, runtime
+    # the spare that stood in found nothing on its node: it restored from a buddy's memory
+    (spare,) = (r for r in replicas if r not in trainers)
+    restored = [
+        json.loads(line)
+        for line in (home / "runs" / job.id / spare / "events.jsonl").read_text().splitlines()
+        if '"restored"' in line
+    ]
+    assert [e["source"] for e in restored] == ["buddy"], restored
+    # and the run ends bit for bit where a run that lost nothing ends
+    reference = run_baige(
+        tmp_path / "reference",
+        ["--nproc-per-node", "2", "--", sys.executable, str(EXAMPLE), *TRAIN,
+         "--out", str(tmp_path / "reference.json")],
+    )  # fmt: skip
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    expected = json.loads((tmp_path / "reference.json").read_text())
+    assert json.loads((tmp_path / "final.json").read_text())["loss_hex"] == expected["loss_hex"]
     # the scheduler placed a new spare after the swap: four replicas in all, one generation
     replicas = sorted(p.name for p in runs.glob(f"{job.id}-*"))
     assert len(replicas) == 4 and all("-g1-" in r for r in replicas), replicas
