@@ -79,6 +79,10 @@ SKIP = {
         "foreground server"
     ),
     "baige submit examples/gang-preflight.yaml": "needs three free nodes",
+    # a leader and a standby on a PostgreSQL server named db: tests/integration/
+    # test_reliability.py runs two `baige up` on one database and kills the leader
+    "baige up --db postgresql+psycopg://baige@db:5432/baige --port 8080": "foreground server",
+    "baige up --db postgresql+psycopg://baige@db:5432/baige --port 8081": "foreground server",
     # needs a probe on each of four real nodes; tests/integration/test_diagnose_netns.py runs
     # `baige diagnose` on a lab network of namespaces
     "baige diagnose 10.0.0.11:7077 10.0.0.12:7077 10.0.0.13:7077 10.0.0.14:7077": (

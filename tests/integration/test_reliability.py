@@ -18,8 +18,10 @@ import pytest
 
 from baige.api import load_specs
 from baige.client import BaigeClient, BaigeError
+from baige.store.db import Database
+from baige.store.tables import LeaderLeaseRow
 
-from .conftest import ROOT_OPT_OUT, free_port, wait_for
+from .conftest import ROOT_OPT_OUT, _pg_url, free_port, wait_for
 
 SLEEPER = """\
 kind: TrainingJob
@@ -35,9 +37,10 @@ command: [python3, -c, "import os, time; open('starts', 'a').write(os.environ['B
 class Server:
     """``baige up`` as a real process that can be killed with SIGKILL and started again."""
 
-    def __init__(self, home: Path, db_url: str) -> None:
+    def __init__(self, home: Path, db_url: str, *extra: str) -> None:
         self.home = home
         self.db_url = db_url
+        self.extra = extra
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
@@ -49,7 +52,7 @@ class Server:
              "--db", self.db_url, "--fake-accelerators", "h100:8", "--fake-nodes", "2",
              # its replicas write into the test's (root-only) tmp dir; isolation has its own
              # test (test_isolation.py)
-             *ROOT_OPT_OUT],
+             *ROOT_OPT_OUT, *self.extra],
             env=env, stdout=subprocess.DEVNULL, stderr=open(self.home / "server.log", "ab"),
         )  # fmt: skip
         wait_for(self._healthy, timeout=30)
@@ -107,6 +110,50 @@ def test_kill_9_while_jobs_run_loses_nothing_and_runs_nothing_twice(server, tmp_
         assert view.restarts == 0
     starts = (tmp_path / "starts").read_text().split()
     assert len(starts) == 6 and len(set(starts)) == 6  # each replica started exactly once
+
+
+def test_a_standby_takes_over_within_10_s_when_the_leader_is_killed(tmp_path: Path) -> None:
+    """Two `baige up` on one PostgreSQL database and one home: the leader is killed with
+    jobs running and one pending; the standby leads within 10 s, adopts what runs (nothing
+    started twice), and runs the pending job."""
+    url = _pg_url()
+    home = tmp_path / "home"
+    home.mkdir()
+    leader, standby = Server(home, url, "--lease", "2"), Server(home, url, "--lease", "2")
+    db = Database(url, migrate=False)
+    try:
+        leader.start()
+        standby.start()
+        client = leader.client()
+        jobs = [client.submit(sleeper(tmp_path, f"job{i}", replicas=2, sleep=8)) for i in (0, 1)]
+        wait_for(lambda: all(client.job(j.id).phase == "running" for j in jobs), timeout=30)
+        waiting = client.submit(sleeper(tmp_path, "big", replicas=14, sleep=2))  # 12 free
+        time.sleep(1.0)
+        assert client.job(waiting.id).phase == "pending"
+        assert standby.process is not None
+        leader.kill()
+        killed = time.monotonic()
+
+        def standby_leads() -> bool:
+            with db.session() as session:
+                row = session.get(LeaderLeaseRow, 1)
+                return row is not None and f"pid {standby.process.pid} " in row.holder  # type: ignore[union-attr]
+
+        assert wait_for(standby_leads, timeout=15, interval=0.2)
+        took = time.monotonic() - killed
+        assert took < 10, took
+        client = standby.client()
+        for job in [*jobs, waiting]:
+            view = wait_for(
+                lambda j=job: (v := client.job(j.id)).phase == "succeeded" and v, timeout=60
+            )
+            assert view.restarts == 0
+        starts = (tmp_path / "starts").read_text().split()
+        assert len(starts) == 18 and len(set(starts)) == 18  # each replica started once
+    finally:
+        db.dispose()
+        leader.stop()
+        standby.stop()
 
 
 def test_kill_9_during_submissions_keeps_every_accepted_job_once(server, tmp_path: Path) -> None:

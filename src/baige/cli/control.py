@@ -523,6 +523,15 @@ def up(
     heartbeat_timeout: Annotated[
         float, typer.Option(min=1.0, help="Seconds of silence before a node is failed.")
     ] = 10.0,
+    lease: Annotated[
+        float,
+        typer.Option(
+            min=1.0,
+            max=600.0,
+            help="PostgreSQL: seconds a leader that stopped answering keeps the controller "
+            "before a standby `baige up` takes over.",
+        ),
+    ] = 8.0,
     home: Annotated[Path | None, typer.Option(help="Data directory (default ~/.baige).")] = None,
     tenant_user: Annotated[
         list[str] | None,
@@ -624,6 +633,7 @@ def up(
         profile=chosen,
         backend=backend,
         heartbeat_timeout=heartbeat_timeout,
+        lease_s=lease,
         api_url=f"http://{_connect_host(host)}:{port}",
     )
     try:
@@ -652,6 +662,11 @@ def up(
                 + " each)"
             )
             say(f"database: {platform.db.safe_url}; nodes: {nodes}")
+            if platform.leadership is not None:
+                say(
+                    "controller: led by one `baige up` of those sharing this database; the "
+                    f"others stand by and take over within {options.lease_s:g} s (see the log)"
+                )
             token_file = data / "admin-token"
             if platform.admin_token:
                 say(f"admin token (shown once, saved to {token_file}):\n  {platform.admin_token}")
@@ -680,8 +695,19 @@ def up(
             )
             server = uvicorn.Server(config)
             signal.signal(signal.SIGTERM, lambda *_: setattr(server, "should_exit", True))
+            # deposed (another `baige up` leads the controller now): exit, to be restarted
+            # as a standby by whatever supervises this one
+            platform.on_deposed = lambda: setattr(server, "should_exit", True)
+            if platform.deposed.is_set():
+                server.should_exit = True
             server.run()
     except AlreadyRunning as err:
         raise _fail(err) from None
     finally:
         platform.stop()
+    if platform.deposed.is_set():
+        err_console.print(
+            "baige up: error: another `baige up` leads the controller on this database now; "
+            "this one stopped (restart it to stand by)"
+        )
+        raise typer.Exit(code=3)

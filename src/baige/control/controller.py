@@ -27,6 +27,7 @@ from sqlalchemy import select
 from baige.api.workloads import InferenceServiceSpec, Phase
 from baige.backends.base import Backend
 from baige.control.launching import DRAIN_SETTLE_S, Launching
+from baige.control.leadership import Deposed
 from baige.control.node_lifecycle import NodeLifecycle
 from baige.control.observing import Observation
 from baige.control.preflight_gate import PreflightGate
@@ -101,6 +102,8 @@ class Controller(NodeLifecycle, Observation, Launching):
         self.sample_interval = sample_interval
         self._last_sample = 0.0
         self.pass_seconds: list[float] = []
+        # called once when a pass finds another controller leads (control.leadership)
+        self.on_deposed: Callable[[], None] | None = None
 
     def wake(self) -> None:
         """Run the next pass now (after a submission, a cancel, a scale)."""
@@ -120,6 +123,12 @@ class Controller(NodeLifecycle, Observation, Launching):
             started = time.monotonic()
             try:
                 self.run_pass()
+            except Deposed as err:  # another controller leads now: write nothing more
+                log.error("controller stopped: %s", err)
+                self._stop.set()
+                if self.on_deposed is not None:
+                    self.on_deposed()
+                return
             except Exception:  # a pass must never kill the loop; the next one retries
                 log.exception("controller pass failed; retrying")
             took = time.monotonic() - started

@@ -1,8 +1,10 @@
 """``baige up``: the API, the controller loop and the local node agent in one process.
 
-Starting twice against one database would launch everything twice, so the first process
-takes a lock (a file lock for SQLite, an advisory lock for PostgreSQL) and a second one is
-told who holds it.
+Two controllers on one database would launch everything twice. On SQLite (one process's
+embedded database) the first `baige up` takes a file lock and a second one is refused and
+told who holds it. On PostgreSQL every `baige up` serves the API and the node agent, and one
+leads the controller (``control.leadership``): the others stand by and take over within the
+lease when it dies or stops answering; a leader that finds itself deposed stops and exits.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import Connection, select, text
+from sqlalchemy import select
 
 from baige.api.nodes import AcceleratorGroup, NodeSpec
 from baige.api.queues import QueueSpec
@@ -31,6 +33,7 @@ from baige.control.auth import Principal, ensure_admin_token
 from baige.control.controller import Controller
 from baige.control.engine_metrics import EngineScraper
 from baige.control.health_policy import HealthPolicy
+from baige.control.leadership import DEFAULT_LEASE_S, Leadership
 from baige.control.load_board import LoadBoard
 from baige.control.local_probes import LocalProbes
 from baige.control.node_health import NodeHealthReports
@@ -75,6 +78,8 @@ class PlatformOptions:
     profile: Profile | None = None
     heartbeat_timeout: float = 10.0
     interval: float = 1.0
+    # PostgreSQL: how long a leader that stopped answering keeps the lead (control.leadership)
+    lease_s: float = DEFAULT_LEASE_S
     backend: str = "local"
     # Where replicas reach the API (BAIGE_URL for `baige run`'s reports); None: no reports.
     api_url: str | None = None
@@ -131,7 +136,11 @@ def local_nodes(groups: tuple[Accelerators, ...], count: int) -> list[tuple[str,
 
 @contextlib.contextmanager
 def already_running(db: Database, home: Path) -> Iterator[None]:
-    """Hold the one-controller-per-database lock for the life of the block."""
+    """Hold the one-`baige up`-per-database lock for the life of the block: SQLite only (on
+    PostgreSQL several share the database and one leads, ``control.leadership``)."""
+    if db.dialect != "sqlite":
+        yield
+        return
     if db.dialect == "sqlite":
         lock_path = home / "baige.lock"
         home.mkdir(parents=True, exist_ok=True)
@@ -149,44 +158,6 @@ def already_running(db: Database, home: Path) -> Iterator[None]:
             handle.flush()
             yield
         return
-    with db.engine.connect() as connection:
-        got = connection.execute(text(f"SELECT pg_try_advisory_lock({_LOCK_KEY})")).scalar()
-        if not got:
-            raise AlreadyRunning(
-                f"another `baige up` ({_lock_holder(connection)}) uses {db.safe_url}"
-            )
-        # the holder names itself on its session, where a second `baige up` can read it
-        connection.execute(
-            text("SELECT set_config('application_name', :name, false)"),
-            {"name": f"baige up pid {os.getpid()} on {socket.gethostname()}"[:63]},
-        )
-        connection.commit()
-        try:
-            yield
-        finally:
-            connection.execute(text(f"SELECT pg_advisory_unlock({_LOCK_KEY})"))
-
-
-_LOCK_KEY = 704236  # the advisory lock a `baige up` holds on its PostgreSQL database
-
-
-def _lock_holder(connection: Connection) -> str:
-    """Who holds the lock, as its session named itself ("baige up pid N on HOST"), with the
-    client address PostgreSQL saw; "holder unknown" when this role may not see it."""
-    row = connection.execute(
-        text(
-            "SELECT a.application_name, a.client_addr, a.backend_start FROM pg_locks l "
-            "JOIN pg_stat_activity a ON a.pid = l.pid "
-            "WHERE l.locktype = 'advisory' AND l.granted AND l.objid = :key "
-            "AND a.datname = current_database() LIMIT 1"
-        ),
-        {"key": _LOCK_KEY},
-    ).first()
-    if row is None:
-        return "holder unknown"
-    name, address, since = row
-    where = f" from {address}" if address else ""
-    return f"{name or 'unnamed session'}{where}, since {since:%Y-%m-%d %H:%M:%S %Z}".strip()
 
 
 class Platform:
@@ -240,8 +211,23 @@ class Platform:
             gate = PreflightGate(
                 self.probes.run, options.preflight, options.health_policy or HealthPolicy()
             )
+        # PostgreSQL: this process's controller runs only while it leads, on connections of
+        # its own whose every transaction checks the lead (a paused one's is ended after the
+        # lease); SQLite: always, on the shared one
+        self.leadership: Leadership | None = None
+        self.deposed = threading.Event()
+        self.on_deposed: Callable[[], None] | None = None  # `baige up` exits
+        self.controller_db = self.db
+        if self.db.dialect == "postgresql":
+            self.leadership = Leadership(
+                options.db_url, lease_s=options.lease_s, on_lost=self._lose_lead
+            )
+            self.controller_db = Database(
+                options.db_url, migrate=False, idle_in_transaction_s=options.lease_s
+            )
+            self.controller_db.fence = self.leadership.fence
         self.controller = Controller(
-            self.db,
+            self.controller_db,
             self.backend,
             options.profile or BAIGE,
             heartbeat_timeout=options.heartbeat_timeout,
@@ -252,6 +238,7 @@ class Platform:
             figures=self.board.figures,
             preflight=gate,
         )
+        self.controller.on_deposed = self._lose_lead
         self.health = NodeHealthReports(self.db, options.health_policy, wake=self.controller.wake)
         check = getattr(self.backend, "check_launchable", None)
         self.service = ControlService(self.db, wake=self.controller.wake, check_launchable=check)
@@ -259,6 +246,7 @@ class Platform:
             self.slurm = SlurmSync(self.service, self.backend, SYSTEM)
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
+        self._lead_stop = threading.Event()  # the leader-only threads'
         self.admin_token: str | None = None
 
     def prepare(self) -> None:
@@ -324,24 +312,69 @@ class Platform:
         self.prepare()
         if self.probes is not None:
             self.probes.start()
+        self._spawn(self._agent, "agent")
+        if self.leadership is None:
+            self._lead_threads()
+        else:
+            self._spawn(self._lead, "leadership")
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _lead_threads(self) -> None:
+        """What only the leading `baige up` runs: the controller, the engines' scraper."""
         scraper = EngineScraper(self.db, self.board)
-        targets: list[tuple[Callable[[], None], str]] = [
-            (self.controller.run_forever, "controller"),
-            (self._agent, "agent"),
-            (lambda: scraper.run_forever(self._stop), "engine-metrics"),
-        ]
-        for target, name in targets:
-            thread = threading.Thread(target=target, name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        self._spawn(self.controller.run_forever, "controller")
+        self._spawn(lambda: scraper.run_forever(self._lead_stop), "engine-metrics")
+
+    def _lead(self) -> None:
+        """Stand by until this process leads, then run the controller."""
+        assert self.leadership is not None
+
+        lease = self.leadership.lease_s
+
+        def standby(holder: str) -> None:
+            log.info("standby: %s leads the controller; taking over when its %g s lease "
+                     "lapses", holder, lease)  # fmt: skip
+
+        term = self.leadership.wait(self._stop, on_standby=standby)
+        if term is not None and not self._stop.is_set():
+            self._lead_threads()
+
+    @property
+    def leading(self) -> bool:
+        """Whether this process runs the controller now."""
+        if self.leadership is None:
+            return not self._stop.is_set()
+        return self.leadership.term is not None and not self.deposed.is_set()
+
+    def _lose_lead(self) -> None:
+        """Deposed (another controller leads) or the lead's connection lost: stop the
+        controller for good; `baige up` exits so its supervisor restarts it as a standby."""
+        if self.deposed.is_set():
+            return
+        self.deposed.set()
+        self._lead_stop.set()
+        self.controller.stop()
+        log.error("this `baige up` no longer leads the controller; stopping it")
+        if self.on_deposed is not None:
+            self.on_deposed()
 
     def stop(self) -> None:
         self._stop.set()
+        self._lead_stop.set()
         self.controller.stop()
         for thread in self._threads:
-            thread.join(timeout=10)
+            if thread is not threading.current_thread():
+                thread.join(timeout=10)
         if self.probes is not None:
             self.probes.stop()
+        if self.leadership is not None:
+            self.leadership.close()
+        if self.controller_db is not self.db:
+            self.controller_db.dispose()
         self.db.dispose()
 
     def recent_pass_seconds(self) -> list[float]:

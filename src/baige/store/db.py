@@ -8,7 +8,7 @@ out sessions whose commit is the unit of every change.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
 class Database:
     """An engine with an up-to-date schema and a session factory."""
 
-    def __init__(self, url: str, *, migrate: bool = True) -> None:
+    def __init__(
+        self, url: str, *, migrate: bool = True, idle_in_transaction_s: float | None = None
+    ) -> None:
         try:
             parsed = make_url(url)
         except ArgumentError:
@@ -62,12 +64,19 @@ class Database:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         elif self.dialect == "postgresql":
             kwargs.update(pool_size=20, max_overflow=20, pool_pre_ping=True)
+            if idle_in_transaction_s is not None:
+                # the server ends a transaction left open this long (a paused process's),
+                # releasing its locks: see control.leadership
+                ms = max(1, round(idle_in_transaction_s * 1000))
+                kwargs["connect_args"] = {"options": f"-c idle_in_transaction_session_timeout={ms}"}
         else:
             raise DatabaseError(f"unsupported database {self.dialect!r}: use SQLite or PostgreSQL")
         self.engine: Engine = create_engine(url, **kwargs)
         if self.dialect == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # run first in every transaction (the controller's term check, control.leadership)
+        self.fence: Callable[[Session], None] | None = None
         if migrate:
             self.migrate()
 
@@ -90,6 +99,8 @@ class Database:
     def session(self) -> Iterator[Session]:
         """A session that commits on success and rolls back on any error."""
         with self.sessions() as session, session.begin():
+            if self.fence is not None:
+                self.fence(session)
             yield session
 
     def dispose(self) -> None:

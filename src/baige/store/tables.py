@@ -19,6 +19,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 __all__ = [
     "Base",
     "EventRow",
+    "LeaderLeaseRow",
     "NodeRow",
     "QueueRow",
     "ReplicaRow",
@@ -201,3 +202,15 @@ class ServiceSampleRow(Base):
     # latency quantiles (s) over the gateway's window; None when nothing finished in it
     p50: Mapped[float | None] = mapped_column(Float, nullable=True)
     p99: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class LeaderLeaseRow(Base):
+    """The one row saying which `baige up` leads the controller on a shared (PostgreSQL)
+    database: ``term`` grows by one at every takeover, and every controller transaction
+    checks it still holds the term it took (``control.leadership``)."""
+
+    __tablename__ = "leader_lease"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    term: Mapped[int] = mapped_column(Integer)
+    holder: Mapped[str] = mapped_column(Text)
+    since: Mapped[float] = mapped_column(Float)

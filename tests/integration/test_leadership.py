@@ -1,0 +1,182 @@
+"""Several controllers on one PostgreSQL database (the real one): exactly one leads, a standby
+takes over when the leader dies or stops answering, a deposed leader that wakes up writes
+nothing, and a database outage is ridden out without a change of leader.
+
+The controllers are stand-ins (``leader_proc.py``): real processes that take the lead as
+`baige up` does (``control.leadership``) and then write through a fenced database every
+0.1 s, as the controller does; the tests kill, pause and resume them and read what reached
+the database."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from baige.control.leadership import Leadership
+from baige.store.db import Database
+from baige.store.tables import EventRow, LeaderLeaseRow
+
+from .conftest import _pg_url, wait_for
+from .test_db_outage import database_away
+
+LEASE = 2.0
+ROOT = Path(__file__).parents[2]
+
+
+class Proc:
+    def __init__(self, url: str, name: str) -> None:
+        self.name = name
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.integration.leader_proc", url, name, str(LEASE)],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.strip())
+
+    def said(self, prefix: str) -> str | None:
+        return next((line for line in self.lines if line.startswith(prefix)), None)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture
+def pg() -> Iterator[tuple[str, Database]]:
+    url = _pg_url()
+    db = Database(url)
+    yield url, db
+    db.dispose()
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Proc]]:
+    started: list[Proc] = []
+    yield started
+    for proc in started:
+        proc.kill()
+
+
+def _term(db: Database) -> tuple[int, str]:
+    with db.session() as session:
+        row = session.get(LeaderLeaseRow, 1)
+        assert row is not None
+        return row.term, row.holder
+
+
+def _ticks(db: Database, name: str, after: float = 0.0) -> int:
+    with db.session() as session:
+        return int(
+            session.scalar(
+                select(func.count()).where(EventRow.object_id == name, EventRow.ts > after)
+            )
+            or 0
+        )
+
+
+def test_one_leads_and_a_standby_takes_over_when_it_is_killed(pg, procs) -> None:
+    url, db = pg
+    a = Proc(url, "a")
+    procs.append(a)
+    assert wait_for(lambda: a.said("leading"), timeout=30)
+    b = Proc(url, "b")
+    procs.append(b)
+    assert wait_for(lambda: b.said("standby"), timeout=30)
+    time.sleep(1.0)
+    assert not b.said("leading") and _ticks(db, "b") == 0  # one leader at a time
+    first = _term(db)[0]
+    a.proc.send_signal(signal.SIGKILL)
+    killed = time.monotonic()
+    assert wait_for(lambda: b.said("leading"), timeout=15)
+    took = time.monotonic() - killed
+    assert took < 10, took
+    assert _term(db) == (first + 1, "b")
+    assert wait_for(lambda: _ticks(db, "b") > 0, timeout=10)
+
+
+def test_a_paused_leader_is_deposed_and_writes_nothing_when_it_wakes(pg, procs) -> None:
+    url, db = pg
+    a = Proc(url, "a")
+    procs.append(a)
+    assert wait_for(lambda: a.said("leading") and _ticks(db, "a") > 0, timeout=30)
+    b = Proc(url, "b")
+    procs.append(b)
+    assert wait_for(lambda: b.said("standby"), timeout=30)
+    a.proc.send_signal(signal.SIGSTOP)  # mid-write, perhaps: its transaction is ended for it
+    try:
+        assert wait_for(lambda: b.said("leading"), timeout=LEASE * 4 + 10)
+    finally:
+        a.proc.send_signal(signal.SIGCONT)
+    with db.session() as session:
+        since = session.get(LeaderLeaseRow, 1).since  # type: ignore[union-attr]
+    assert a.proc.wait(timeout=30) == 3, a.lines[-5:]
+    assert any(line.startswith("deposed") for line in a.lines), a.lines[-5:]
+    assert _ticks(db, "a", after=since) == 0  # nothing written once b took over
+    assert wait_for(lambda: _ticks(db, "b") > 0, timeout=10)
+
+
+def test_a_database_outage_is_ridden_out_by_the_same_leader(pg, procs) -> None:
+    url, db = pg
+    a = Proc(url, "a")
+    procs.append(a)
+    assert wait_for(lambda: a.said("leading") and _ticks(db, "a") > 0, timeout=30)
+    term = _term(db)
+    db.dispose()
+    with database_away():
+        time.sleep(LEASE * 2)  # long enough for the lease to lapse
+    back = time.time()
+    assert wait_for(lambda: _ticks(db, "a", after=back) > 0, timeout=30), a.lines[-5:]
+    assert _term(db) == term  # the same leader, the same term
+    assert a.proc.poll() is None
+
+
+def test_leading_in_process_hands_over_on_close(pg) -> None:
+    url, _db = pg
+    first = Leadership(url, lease_s=LEASE, name="first")
+    second = Leadership(url, lease_s=LEASE, name="second")
+    stop = threading.Event()
+    try:
+        assert first.wait(stop) is not None
+        got: list[int | None] = []
+        waiter = threading.Thread(target=lambda: got.append(second.wait(stop)))
+        waiter.start()
+        time.sleep(1.5)
+        assert not got
+        assert second.holder() == f"first, term {first.term}"  # a standby names the leader
+        first.close()
+        waiter.join(timeout=10)
+        assert got and got[0] == (first.term or 0) + 1
+        with pytest.raises(ValueError, match="at least 1 s"):
+            Leadership(url, lease_s=0.5)
+    finally:
+        stop.set()
+        first.close()
+        second.close()
+
+
+def test_sqlite_has_no_leadership(tmp_path: Path) -> None:
+    from baige.control.platform import Platform, PlatformOptions  # noqa: PLC0415
+
+    options = PlatformOptions(
+        db_url=f"sqlite:///{tmp_path / 'b.db'}", home=tmp_path, accelerators=None, backend="fake"
+    )
+    platform = Platform(options)
+    try:  # one process's embedded database: its controller always runs, unfenced
+        assert platform.leadership is None and platform.controller_db is platform.db
+        assert platform.db.fence is None
+    finally:
+        platform.db.dispose()
