@@ -31,6 +31,20 @@ PG = "postgresql+psycopg://postgres@127.0.0.1:5432/baige_bench"
 TYPES = ("h100", "a100-80g", "ascend-910b")
 
 
+def wait_healthy(url: str, server: subprocess.Popen[bytes], log: Path) -> None:
+    """Until ``baige up`` at ``url`` answers /healthz (60 s at most, or until it exits)."""
+    deadline = time.time() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.time() > deadline or server.poll() is not None:
+            raise RuntimeError(f"baige up did not start; see {log}")
+        time.sleep(0.1)
+
+
 def fresh_pg() -> str:
     admin = create_engine(
         "postgresql+psycopg://postgres@127.0.0.1:5432/test", isolation_level="AUTOCOMMIT"
@@ -122,16 +136,7 @@ def run(db_url: str, nodes: int, jobs: int, seconds: float) -> dict[str, float]:
         stdout=subprocess.DEVNULL, stderr=open(home / "server.log", "wb"),
     )  # fmt: skip
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.time() > deadline:
-                raise RuntimeError(f"baige up did not start; see {home / 'server.log'}")
-            time.sleep(0.2)
+        wait_healthy(url, server, home / "server.log")
         token = (home / "admin-token").read_text().strip()
         single, batched = asyncio.run(register(url, token, nodes))
         submissions = asyncio.run(submit(url, token, jobs))

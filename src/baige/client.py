@@ -85,7 +85,11 @@ class BaigeClient:
         *,
         retry_s: float = 30.0,
     ):
-        self.url = (url or os.environ.get("BAIGE_URL") or DEFAULT_URL).rstrip("/")
+        given = url or os.environ.get("BAIGE_URL") or DEFAULT_URL
+        # several control planes on one database (a leader and standbys), comma-separated:
+        # a call that cannot reach one goes to the next
+        self.urls = [u.strip().rstrip("/") for u in given.split(",") if u.strip()] or [DEFAULT_URL]
+        self.url = self.urls[0]
         self.token = token if token is not None else _default_token()
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
@@ -94,6 +98,11 @@ class BaigeClient:
 
     def close(self) -> None:
         self.http.close()
+
+    def _use(self, url: str) -> None:
+        """Talk to another of the control planes from now on."""
+        self.url = url
+        self.http.base_url = httpx.URL(url)
 
     def __enter__(self) -> BaigeClient:
         return self
@@ -112,6 +121,7 @@ class BaigeClient:
             retry = method in _IDEMPOTENT
         deadline = time.monotonic() + self.retry_s
         pause = 0.2
+        tried = 0  # other URLs tried since the last pause
         while True:
             wait: float | None = None
             try:
@@ -119,11 +129,16 @@ class BaigeClient:
             except httpx.TransportError as err:
                 # A refused connection never reached the server: safe to repeat for any call.
                 unsent = isinstance(err, httpx.ConnectError | httpx.ConnectTimeout)
+                if (retry or unsent) and tried < len(self.urls) - 1:
+                    tried += 1
+                    self._use(self.urls[(self.urls.index(self.url) + 1) % len(self.urls)])
+                    continue
                 if not (self._reached and (retry or unsent)) or time.monotonic() > deadline:
                     self._reached = False  # gone for good: the next call fails at once
                     kind = err.__class__.__name__
                     raise BaigeError(
-                        f"cannot reach Baige at {self.url} ({kind}); is `baige up` running?"
+                        f"cannot reach Baige at {', '.join(self.urls)} ({kind}); "
+                        "is `baige up` running?"
                     ) from None
             else:
                 self._reached = True
@@ -134,6 +149,7 @@ class BaigeClient:
                 wait = _retry_after(response)
             time.sleep(min(max(wait or 0.0, pause), 5.0))  # the server's word, backed off
             pause = min(pause * 2, 2.0)
+            tried = 0
         if response.status_code >= 400:
             try:
                 body = response.json()

@@ -222,8 +222,8 @@ class Platform:
             self.leadership = Leadership(
                 options.db_url, lease_s=options.lease_s, on_lost=self._lose_lead
             )
-            self.controller_db = Database(
-                options.db_url, migrate=False, idle_in_transaction_s=options.lease_s
+            self.controller_db = Database(  # one loop, a few threads: a small pool
+                options.db_url, migrate=False, idle_in_transaction_s=options.lease_s, pool_size=4
             )
             self.controller_db.fence = self.leadership.fence
         self.controller = Controller(

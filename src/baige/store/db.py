@@ -46,7 +46,12 @@ class Database:
     """An engine with an up-to-date schema and a session factory."""
 
     def __init__(
-        self, url: str, *, migrate: bool = True, idle_in_transaction_s: float | None = None
+        self,
+        url: str,
+        *,
+        migrate: bool = True,
+        idle_in_transaction_s: float | None = None,
+        pool_size: int = 20,
     ) -> None:
         try:
             parsed = make_url(url)
@@ -63,7 +68,7 @@ class Database:
                 Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         elif self.dialect == "postgresql":
-            kwargs.update(pool_size=20, max_overflow=20, pool_pre_ping=True)
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
             if idle_in_transaction_s is not None:
                 # the server ends a transaction left open this long (a paused process's),
                 # releasing its locks: see control.leadership
