@@ -144,6 +144,37 @@ def test_a_database_outage_is_ridden_out_by_the_same_leader(pg, procs) -> None:
     assert a.proc.poll() is None
 
 
+def test_a_20_s_cut_leaves_one_leader_and_nothing_written_twice(pg, procs) -> None:
+    """The database cut for 20 s under a leader and a standby: afterwards exactly one leads
+    (the same one with its term, or the standby with the next, the old leader then exits 3),
+    and the two never wrote at once."""
+    url, db = pg
+    a = Proc(url, "a")
+    procs.append(a)
+    assert wait_for(lambda: a.said("leading") and _ticks(db, "a") > 0, timeout=30)
+    b = Proc(url, "b")
+    procs.append(b)
+    assert wait_for(lambda: b.said("standby"), timeout=30)
+    term = _term(db)[0]
+    db.dispose()
+    with database_away():
+        time.sleep(20)
+    back = time.time()
+    assert wait_for(lambda: _ticks(db, "a", after=back) + _ticks(db, "b", after=back) > 0,
+                    timeout=30)  # fmt: skip
+    time.sleep(2 * LEASE)
+    now_term, holder = _term(db)
+    if holder == "a":
+        assert now_term == term and b.proc.poll() is None and not b.said("leading")
+        assert _ticks(db, "b") == 0
+    else:
+        assert (holder, now_term) == ("b", term + 1)
+        assert a.proc.wait(timeout=30) == 3, a.lines[-5:]
+        with db.session() as session:
+            since = session.get(LeaderLeaseRow, 1).since  # type: ignore[union-attr]
+        assert _ticks(db, "a", after=since) == 0
+
+
 def test_leading_in_process_hands_over_on_close(pg) -> None:
     url, _db = pg
     first = Leadership(url, lease_s=LEASE, name="first")
@@ -166,6 +197,54 @@ def test_leading_in_process_hands_over_on_close(pg) -> None:
         stop.set()
         first.close()
         second.close()
+
+
+def test_a_submission_to_a_standby_wakes_the_leading_controller(pg, tmp_path: Path) -> None:
+    """Two platforms on one database with a 30 s controller interval: a job submitted
+    through the standby's service is launched by the leader at once (NOTIFY), not at its
+    next pass."""
+    from baige.api import load_specs  # noqa: PLC0415
+    from baige.control.platform import SYSTEM, Platform, PlatformOptions  # noqa: PLC0415
+
+    url, _db = pg
+
+    def platform(name: str) -> Platform:
+        options = PlatformOptions(
+            db_url=url, home=tmp_path / name, accelerators=None, backend="fake", interval=30.0
+        )
+        return Platform(options)
+
+    leader, standby = platform("a"), platform("b")
+    try:
+        leader.start()
+        assert wait_for(lambda: leader.leading and leader.controller.pass_seconds, timeout=30)
+        standby.start()
+        leader.service.register_nodes(SYSTEM, [_node()])
+        time.sleep(1.0)  # the leader's loop is now resting for its 30 s
+        assert not standby.leading
+        (spec,) = load_specs(JOB_SPEC)
+        job = standby.service.submit(SYSTEM, spec)[0]  # type: ignore[arg-type]
+        submitted = time.monotonic()
+        assert wait_for(lambda: standby.service.get(SYSTEM, job.id).phase == "running", timeout=10)
+        assert time.monotonic() - submitted < 10
+    finally:
+        standby.stop()
+        leader.stop()
+
+
+JOB_SPEC = """\
+kind: TrainingJob
+name: woken
+queue: default
+accelerators: {count: 1, types: [h100]}
+command: [sleep, '100']
+"""
+
+
+def _node() -> object:
+    from baige.api.nodes import AcceleratorGroup, NodeSpec  # noqa: PLC0415
+
+    return NodeSpec(name="n0", accelerators=AcceleratorGroup(type="h100", count=8))
 
 
 def test_sqlite_has_no_leadership(tmp_path: Path) -> None:

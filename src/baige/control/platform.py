@@ -40,6 +40,7 @@ from baige.control.node_health import NodeHealthReports
 from baige.control.preflight_gate import PreflightGate, PreflightSettings
 from baige.control.service import ControlService
 from baige.control.slurm_sync import SlurmSync
+from baige.control.wakeup import Listener, Notifier
 from baige.hw.catalog import get_chip
 from baige.hw.discovery import Accelerators, fake_speed
 from baige.hw.health import HealthSource, health_source
@@ -239,9 +240,12 @@ class Platform:
             preflight=gate,
         )
         self.controller.on_deposed = self._lose_lead
-        self.health = NodeHealthReports(self.db, options.health_policy, wake=self.controller.wake)
+        # PostgreSQL: a wake-up also reaches the leading controller of another `baige up`
+        self.notifier: Notifier | None = None
+        self.listener: Listener | None = None
+        self.health = NodeHealthReports(self.db, options.health_policy, wake=self.wake)
         check = getattr(self.backend, "check_launchable", None)
-        self.service = ControlService(self.db, wake=self.controller.wake, check_launchable=check)
+        self.service = ControlService(self.db, wake=self.wake, check_launchable=check)
         if isinstance(self.backend, SlurmBackend):
             self.slurm = SlurmSync(self.service, self.backend, SYSTEM)
         self._threads: list[threading.Thread] = []
@@ -308,7 +312,15 @@ class Platform:
             except Exception:  # the next beat retries; a silent agent fails its nodes
                 log.exception("heartbeat failed")
 
+    def wake(self) -> None:
+        """Run the controller's next pass now, wherever it leads."""
+        self.controller.wake()
+        if self.notifier is not None:
+            self.notifier.wake()
+
     def start(self) -> None:
+        if self.leadership is not None:
+            self.notifier = Notifier(self.options.db_url)
         self.prepare()
         if self.probes is not None:
             self.probes.start()
@@ -326,6 +338,8 @@ class Platform:
     def _lead_threads(self) -> None:
         """What only the leading `baige up` runs: the controller, the engines' scraper."""
         scraper = EngineScraper(self.db, self.board)
+        if self.leadership is not None:  # woken by the other instances' APIs too
+            self.listener = Listener(self.options.db_url, self.controller.wake).start()
         self._spawn(self.controller.run_forever, "controller")
         self._spawn(lambda: scraper.run_forever(self._lead_stop), "engine-metrics")
 
@@ -371,8 +385,9 @@ class Platform:
                 thread.join(timeout=10)
         if self.probes is not None:
             self.probes.stop()
-        if self.leadership is not None:
-            self.leadership.close()
+        for closing in (self.listener, self.notifier, self.leadership):
+            if closing is not None:
+                closing.close()
         if self.controller_db is not self.db:
             self.controller_db.dispose()
         self.db.dispose()
