@@ -221,7 +221,7 @@ def test_a_submission_to_a_standby_wakes_the_leading_controller(pg, tmp_path: Pa
         standby.start()
         leader.service.register_nodes(SYSTEM, [_node()])
         time.sleep(1.0)  # the leader's loop is now resting for its 30 s
-        assert not standby.leading
+        assert (leader.role(), standby.role()) == ("leading", "standby")
         (spec,) = load_specs(JOB_SPEC)
         job = standby.service.submit(SYSTEM, spec)[0]  # type: ignore[arg-type]
         submitted = time.monotonic()

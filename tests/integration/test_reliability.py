@@ -131,6 +131,8 @@ def test_a_standby_takes_over_within_10_s_when_the_leader_is_killed(tmp_path: Pa
         time.sleep(1.0)
         assert client.job(waiting.id).phase == "pending"
         assert standby.process is not None
+        roles = [httpx.get(f"{s.url}/healthz").json()["controller"] for s in (leader, standby)]
+        assert roles == ["leading", "standby"]
         leader.kill()
         killed = time.monotonic()
 
@@ -142,6 +144,9 @@ def test_a_standby_takes_over_within_10_s_when_the_leader_is_killed(tmp_path: Pa
         assert wait_for(standby_leads, timeout=15, interval=0.2)
         took = time.monotonic() - killed
         assert took < 10, took
+        assert wait_for(
+            lambda: httpx.get(f"{standby.url}/healthz").json()["controller"] == "leading"
+        )
         # a client given both (the leader first) goes to the one that answers
         token = (home / "admin-token").read_text().strip()
         client = BaigeClient(f"{leader.url},{standby.url}", token)

@@ -648,6 +648,7 @@ def up(
                 platform.service,
                 pass_seconds=platform.recent_pass_seconds,
                 board=platform.board,
+                role=platform.role,
             )
             url = f"http://{host}:{port}"
             console.print(

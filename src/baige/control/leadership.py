@@ -34,12 +34,16 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from typing import Literal
 
 from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
-__all__ = ["DEFAULT_LEASE_S", "Deposed", "Leadership"]
+__all__ = ["DEFAULT_LEASE_S", "Deposed", "Leadership", "Role"]
+
+# what a `baige up`'s controller is doing: leading, standing by, or stopped once deposed
+Role = Literal["leading", "standby", "stopped"]
 
 log = logging.getLogger("baige.up")
 

@@ -33,7 +33,7 @@ from baige.control.auth import Principal, ensure_admin_token
 from baige.control.controller import Controller
 from baige.control.engine_metrics import EngineScraper
 from baige.control.health_policy import HealthPolicy
-from baige.control.leadership import DEFAULT_LEASE_S, Leadership
+from baige.control.leadership import DEFAULT_LEASE_S, Leadership, Role
 from baige.control.load_board import LoadBoard
 from baige.control.local_probes import LocalProbes
 from baige.control.node_health import NodeHealthReports
@@ -356,6 +356,12 @@ class Platform:
         term = self.leadership.wait(self._stop, on_standby=standby)
         if term is not None and not self._stop.is_set():
             self._lead_threads()
+
+    def role(self) -> Role:
+        """This instance's controller: "leading", "standby" or "stopped" (deposed)."""
+        if self.deposed.is_set():
+            return "stopped"
+        return "leading" if self.leading else "standby"
 
     @property
     def leading(self) -> bool:

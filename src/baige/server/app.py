@@ -60,6 +60,7 @@ from baige.api.views import (
 from baige.api.workloads import InferenceServiceSpec, TrainingJobSpec
 from baige.control.auth import Principal, authenticate, create_token
 from baige.control.errors import ApiError, Forbidden, Invalid, Unavailable
+from baige.control.leadership import Role
 from baige.control.runtime_reports import RuntimeEventsRequest, accept_runtime_events
 from baige.control.service import ControlService
 from baige.control.service_load import running_replicas, service_figures, service_load
@@ -183,6 +184,11 @@ class Health(BaseModel):
     controller_pass_p99_seconds: float | None = Field(
         default=None, description="over the last 1,000 passes"
     )
+    controller: Role = Field(
+        default="leading",
+        description="this instance's controller: on PostgreSQL one `baige up` leads, the "
+        "others stand by; stopped once deposed",
+    )
 
 
 def current_principal(request: Request, _token: Bearer) -> Principal:
@@ -211,9 +217,11 @@ def create_app(
     pass_seconds: Callable[[], list[float]] = list,
     follow_poll_s: float = 0.5,
     board: LoadBoard | None = None,
+    role: Callable[[], Role] = lambda: "leading",
 ) -> FastAPI:
     """The API over ``service``; ``pass_seconds`` gives the controller's recent pass times,
-    ``board`` is where the service gateway counts load (the controller's autoscaler reads it)."""
+    ``board`` is where the service gateway counts load (the controller's autoscaler reads it),
+    ``role`` whether this instance's controller leads (``Platform.role``)."""
     board = board if board is not None else LoadBoard()
     gateway = Gateway(db, board)
     # Set when the server stops: a followed log stream runs in a worker thread that the
@@ -313,12 +321,16 @@ def create_app(
     def healthz() -> Health:
         """Liveness and the controller's last pass time; no token needed."""
         recent = sorted(pass_seconds())
+        controller = role()
         if not recent:
-            return Health(status="ok", version=__version__, database=db.dialect)
+            return Health(
+                status="ok", version=__version__, database=db.dialect, controller=controller
+            )
         return Health(
             status="ok",
             version=__version__,
             database=db.dialect,
+            controller=controller,
             controller_pass_seconds=pass_seconds()[-1],
             controller_pass_p50_seconds=recent[len(recent) // 2],
             controller_pass_p99_seconds=recent[
