@@ -34,7 +34,11 @@ class ReplicaView(BaseModel):
     share: float = Field(description="share of each device (1 = whole cards)")
     state: str
     exit_code: int | None = None
-    port: int | None = None
+    port: int | None = Field(
+        default=None,
+        description="a service replica's HTTP port; a training replica's peer-memory "
+        "checkpoint server",
+    )
     reason: str = ""
 
 
