@@ -37,7 +37,7 @@ from tests.integration.runtime.harness import (
 pytestmark = pytest.mark.slow
 
 
-STEPS = 1000
+STEPS = 600
 TRAIN = ["--steps", str(STEPS), "--save-every", "10", "--log-every", "100", "--linger", "5"]
 
 
