@@ -88,14 +88,20 @@ def _ticks(db: Database, name: str, after: float = 0.0) -> int:
         )
 
 
-def test_one_leads_and_a_standby_takes_over_when_it_is_killed(pg, procs) -> None:
-    url, db = pg
+def _leader_and_standby(url: str, db: Database, procs: list[Proc]) -> tuple[Proc, Proc]:
+    """ "a" leading (and writing), then "b" standing by."""
     a = Proc(url, "a")
     procs.append(a)
-    assert wait_for(lambda: a.said("leading"), timeout=30)
+    assert wait_for(lambda: a.said("leading") and _ticks(db, "a") > 0, timeout=30)
     b = Proc(url, "b")
     procs.append(b)
     assert wait_for(lambda: b.said("standby"), timeout=30)
+    return a, b
+
+
+def test_one_leads_and_a_standby_takes_over_when_it_is_killed(pg, procs) -> None:
+    url, db = pg
+    a, b = _leader_and_standby(url, db, procs)
     time.sleep(1.0)
     assert not b.said("leading") and _ticks(db, "b") == 0  # one leader at a time
     first = _term(db)[0]
@@ -110,12 +116,7 @@ def test_one_leads_and_a_standby_takes_over_when_it_is_killed(pg, procs) -> None
 
 def test_a_paused_leader_is_deposed_and_writes_nothing_when_it_wakes(pg, procs) -> None:
     url, db = pg
-    a = Proc(url, "a")
-    procs.append(a)
-    assert wait_for(lambda: a.said("leading") and _ticks(db, "a") > 0, timeout=30)
-    b = Proc(url, "b")
-    procs.append(b)
-    assert wait_for(lambda: b.said("standby"), timeout=30)
+    a, b = _leader_and_standby(url, db, procs)
     a.proc.send_signal(signal.SIGSTOP)  # mid-write, perhaps: its transaction is ended for it
     try:
         assert wait_for(lambda: b.said("leading"), timeout=LEASE * 4 + 10)
@@ -149,12 +150,7 @@ def test_a_20_s_cut_leaves_one_leader_and_nothing_written_twice(pg, procs) -> No
     (the same one with its term, or the standby with the next, the old leader then exits 3),
     and the two never wrote at once."""
     url, db = pg
-    a = Proc(url, "a")
-    procs.append(a)
-    assert wait_for(lambda: a.said("leading") and _ticks(db, "a") > 0, timeout=30)
-    b = Proc(url, "b")
-    procs.append(b)
-    assert wait_for(lambda: b.said("standby"), timeout=30)
+    a, b = _leader_and_standby(url, db, procs)
     term = _term(db)[0]
     db.dispose()
     with database_away():

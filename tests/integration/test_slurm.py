@@ -13,41 +13,22 @@ from pathlib import Path
 import pytest
 
 from baige.api import load_specs
-from baige.backends.slurm_cluster import SlurmCluster, SlurmNode, slurm_available
-from baige.control.platform import Platform, PlatformOptions
+from baige.backends.slurm_cluster import SlurmCluster, SlurmNode
 
-from .conftest import RunningPlatform, wait_for
+from .conftest import wait_for
+from .slurm_fixtures import slurm_cluster, slurm_platform
 
 
 @pytest.fixture(scope="module")
 def slurm(tmp_path_factory: pytest.TempPathFactory):
-    reason = slurm_available()
-    if reason:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"Slurm tests cannot run: {reason}")
-        pytest.skip(reason)
-    cluster = SlurmCluster(
+    yield from slurm_cluster(
         tmp_path_factory.mktemp("slurm"), (SlurmNode("gpu1", gpus=4), SlurmNode("gpu2", gpus=4))
-    ).start()
-    yield cluster
-    cluster.stop()
+    )
 
 
 @pytest.fixture
 def platform(slurm: SlurmCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("SLURM_CONF", str(slurm.conf))
-    options = PlatformOptions(
-        db_url=f"sqlite:///{tmp_path / 'baige.db'}",
-        home=tmp_path / "home",
-        accelerators=None,
-        backend="slurm",
-        interval=0.3,
-    )
-    running = RunningPlatform(Platform(options)).__enter__()
-    yield running
-    running.__exit__()
-    slurm._run("scancel", "--full", "-u", "root", check=False)
-    slurm.wait_idle()
+    yield from slurm_platform(slurm, tmp_path, monkeypatch)
 
 
 def spec(text: str):

@@ -13,26 +13,24 @@ controller swaps it in (``SpareSwapped``, no restart), and the job succeeds.
 
 from __future__ import annotations
 
-import json
-import os
-import sys
 from pathlib import Path
 
 import pytest
 
 from baige.api import load_specs
-from baige.backends.slurm_cluster import SlurmCluster, SlurmNode, slurm_available
-from baige.control.platform import Platform, PlatformOptions
+from baige.backends.slurm_cluster import SlurmCluster, SlurmNode
 from baige.store.tables import WorkloadRow
 from tests.integration.runtime.harness import (
-    EXAMPLE,
     kill_replica,
     listeners,
     lose_node_storage,
     ranks_held,
+    restore_sources,
+    spared_job,
 )
 
-from .conftest import RunningPlatform, wait_for
+from .conftest import wait_for
+from .slurm_fixtures import slurm_cluster, slurm_platform
 
 pytestmark = pytest.mark.slow
 
@@ -41,52 +39,20 @@ STEPS = 2500
 
 @pytest.fixture(scope="module")
 def slurm(tmp_path_factory: pytest.TempPathFactory):
-    reason = slurm_available()
-    if reason:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"Slurm tests cannot run: {reason}")
-        pytest.skip(reason)
-    nodes = tuple(SlurmNode(f"gpu{i}", gpus=1) for i in (1, 2, 3))
-    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm3"), nodes).start()
-    yield cluster
-    cluster._run("scancel", "--full", "-u", "root", check=False)
-    cluster.stop()
+    yield from slurm_cluster(
+        tmp_path_factory.mktemp("slurm3"), tuple(SlurmNode(f"gpu{i}", gpus=1) for i in (1, 2, 3))
+    )
 
 
 @pytest.fixture
 def platform(slurm: SlurmCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("SLURM_CONF", str(slurm.conf))
-    options = PlatformOptions(
-        db_url=f"sqlite:///{tmp_path / 'baige.db'}",
-        home=tmp_path / "home",
-        accelerators=None,
-        backend="slurm",
-        interval=0.3,
-    )
-    running = RunningPlatform(Platform(options)).__enter__()
-    yield running
-    running.__exit__()
+    # its one test leaves a node down; the module's cluster is stopped after it
+    yield from slurm_platform(slurm, tmp_path, monkeypatch, settle=False)
 
 
 def _job(tmp_path: Path) -> str:
-    command = [
-        sys.executable, "-m", "baige.runtime", "--nproc-per-node", "1", "--node-timeout", "3",
-        "--monitor-interval", "0.1", "--progress-every", "0.5", "--",
-        sys.executable, str(EXAMPLE), "--steps", str(STEPS), "--save-every", "10",
-        "--log-every", "100", "--linger", "5",
-        "--ckpt-dir", f"{tmp_path / 'ckpt'}/$(BAIGE_NODE)",
-    ]  # fmt: skip
-    return f"""\
-kind: TrainingJob
-name: spared
-queue: default
-replicas: 2
-spares: 1
-accelerators: {{count: 1, types: [h100]}}
-working_dir: {tmp_path}
-command: {json.dumps(command)}
-env: {{BAIGE_HOME: "{tmp_path / "home-runs"}"}}
-"""
+    train = ["--steps", str(STEPS), "--save-every", "10", "--log-every", "100", "--linger", "5"]
+    return spared_job(tmp_path, train, tmp_path / "home-runs", f"working_dir: {tmp_path}\n")
 
 
 def _replica_of(pid: int) -> str:
@@ -151,9 +117,5 @@ def test_a_lost_slurm_node_is_replaced_by_the_spare_which_restores_from_a_buddy(
     assert view.runtime is not None and view.runtime.last_step == STEPS - 1, view.runtime
     # the spare found nothing on its node: it restored from a buddy's memory
     (spare,) = (r for r in replicas if r not in trainers)
-    restored = [
-        json.loads(line)
-        for line in (runs / spare / "events.jsonl").read_text().splitlines()
-        if '"restored"' in line
-    ]
-    assert [e["source"] for e in restored] == ["buddy"], restored
+    sources = restore_sources(runs / spare / "events.jsonl")
+    assert sources == ["buddy"], sources

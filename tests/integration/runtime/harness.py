@@ -6,6 +6,7 @@ emulated node (an agent with its own shared memory and disk) that can be lost wh
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -37,7 +38,10 @@ __all__ = [
     "lose_node_storage",
     "processes_of",
     "ranks_held",
+    "reference_loss",
+    "restore_sources",
     "run_baige",
+    "spared_job",
 ]
 
 ROOT = Path(__file__).parents[3]
@@ -102,6 +106,44 @@ def run_baige(
         out, err = proc.communicate()
         pytest.fail(f"baige run did not finish in {timeout} s:\n{err[-5000:]}")
     return Run(proc.returncode, err, out, run_dir)
+
+
+def reference_loss(run_dir: Path, train: list[str]) -> str:
+    """The final loss (hex) of the example trainer run with ``train`` on 2 ranks with
+    nothing lost: what a run that lost a node must end with, bit for bit."""
+    out = run_dir.with_suffix(".json")
+    reference = run_baige(
+        run_dir,
+        ["--nproc-per-node", "2", "--", sys.executable, str(EXAMPLE), *train, "--out", str(out)],
+    )
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    return str(json.loads(out.read_text())["loss_hex"])
+
+
+def spared_job(tmp_path: Path, train: list[str], home: Path, extra: str = "") -> str:
+    """A TrainingJob of two replicas and a spare, each running `baige run` with the example
+    trainer and its node's own checkpoint directory (``--ckpt-dir …/$(BAIGE_NODE)``);
+    ``home`` is their BAIGE_HOME (where their events are), ``extra`` more spec lines."""
+    command = [
+        sys.executable, "-m", "baige.runtime", "--nproc-per-node", "1", "--node-timeout", "3",
+        "--monitor-interval", "0.1", "--progress-every", "0.5", "--",
+        sys.executable, str(EXAMPLE), *train, "--ckpt-dir", f"{tmp_path / 'ckpt'}/$(BAIGE_NODE)",
+    ]  # fmt: skip
+    return f"""\
+kind: TrainingJob
+name: spared
+queue: default
+replicas: 2
+spares: 1
+accelerators: {{count: 1, types: [h100]}}
+command: {json.dumps(command)}
+env: {{BAIGE_HOME: "{home}"}}
+{extra}"""
+
+
+def restore_sources(events: Path) -> list[object]:
+    """The sources of every ``restored`` event in a `baige run` events file."""
+    return [e.get("source") for e in read_events(events) if e.get("event") == "restored"]
 
 
 def free_port() -> int:

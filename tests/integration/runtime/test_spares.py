@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,12 +25,13 @@ from baige.api import load_specs
 from baige.store.tables import WorkloadRow
 from tests.integration.conftest import wait_for
 from tests.integration.runtime.harness import (
-    EXAMPLE,
     kill_replica,
     listeners,
     lose_node_storage,
     ranks_held,
-    run_baige,
+    reference_loss,
+    restore_sources,
+    spared_job,
 )
 
 pytestmark = pytest.mark.slow
@@ -42,22 +42,7 @@ TRAIN = ["--steps", str(STEPS), "--save-every", "10", "--log-every", "100", "--l
 
 
 def _job(tmp_path: Path) -> str:
-    command = [
-        sys.executable, "-m", "baige.runtime", "--nproc-per-node", "1", "--node-timeout", "3",
-        "--monitor-interval", "0.1", "--progress-every", "0.5", "--",
-        sys.executable, str(EXAMPLE), *TRAIN, "--out", str(tmp_path / "final.json"),
-        "--ckpt-dir", f"{tmp_path / 'ckpt'}/$(BAIGE_NODE)",
-    ]  # fmt: skip
-    return f"""\
-kind: TrainingJob
-name: spared
-queue: default
-replicas: 2
-spares: 1
-accelerators: {{count: 1, types: [h100]}}
-command: {json.dumps(command)}
-env: {{BAIGE_HOME: "{tmp_path / "home"}"}}
-"""
+    return spared_job(tmp_path, [*TRAIN, "--out", str(tmp_path / "final.json")], tmp_path / "home")
 
 
 def _groups() -> dict[int, list[tuple[int, str]]]:
@@ -143,21 +128,11 @@ def test_a_lost_node_is_replaced_by_the_spare_which_restores_from_a_buddy(
     assert runtime.state == "succeeded" and runtime.last_step == STEPS - 1, runtime
     # the spare that stood in found nothing on its node: it restored from a buddy's memory
     (spare,) = (r for r in replicas if r not in trainers)
-    restored = [
-        json.loads(line)
-        for line in (home / "runs" / job.id / spare / "events.jsonl").read_text().splitlines()
-        if '"restored"' in line
-    ]
-    assert [e["source"] for e in restored] == ["buddy"], restored
+    sources = restore_sources(home / "runs" / job.id / spare / "events.jsonl")
+    assert sources == ["buddy"], sources
     # and the run ends bit for bit where a run that lost nothing ends
-    reference = run_baige(
-        tmp_path / "reference",
-        ["--nproc-per-node", "2", "--", sys.executable, str(EXAMPLE), *TRAIN,
-         "--out", str(tmp_path / "reference.json")],
-    )  # fmt: skip
-    assert reference.returncode == 0, reference.stderr[-3000:]
-    expected = json.loads((tmp_path / "reference.json").read_text())
-    assert json.loads((tmp_path / "final.json").read_text())["loss_hex"] == expected["loss_hex"]
+    expected = reference_loss(tmp_path / "reference", TRAIN)
+    assert json.loads((tmp_path / "final.json").read_text())["loss_hex"] == expected
     # the scheduler placed a new spare after the swap: four replicas in all, one generation
     replicas = sorted(p.name for p in runs.glob(f"{job.id}-*"))
     assert len(replicas) == 4 and all("-g1-" in r for r in replicas), replicas
