@@ -2,8 +2,9 @@
 
 Two ``baige up`` on one PostgreSQL database (the declared fake backend: it launches
 nothing, so a launch is a recorded decision), the second standing by. Each round the leader
-is either killed (SIGKILL: its connection closes, the lock is free at once) or paused
-(SIGSTOP: it stops answering and loses the lead after ``--lease`` seconds), and a job is
+— all its processes, as when its host dies or freezes — is either killed (SIGKILL: its
+connections close, the lock is free at once) or paused (SIGSTOP: it stops answering and
+loses the lead after ``--lease`` seconds), and a job is
 submitted to the standby's API at that moment. Measured from the fault: the standby leading
 (the lease row names it), and the job launched (its phase ``running``). Kill and pause
 rounds alternate (A B A B); medians per kind and every round are printed.
@@ -14,6 +15,7 @@ rounds alternate (A B A B); medians per kind and every round are printed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
@@ -64,14 +66,19 @@ class Up:
             [sys.executable, "-m", "baige.cli.main", "up", "--db", URL, "--port", str(self.port),
              "--backend", "fake", "--fake-accelerators", "h100:8", "--fake-nodes", "2",
              "--lease", f"{lease:g}", "--home", str(home)],
-            stdout=subprocess.DEVNULL, stderr=log,
+            stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
         )  # fmt: skip
         wait_healthy(self.url, self.proc, Path(log.name))
 
+    def fault(self, signum: int) -> None:
+        """``signum`` to every process of this `baige up` (its supervisor, its controller and
+        API processes), as a host that dies or freezes does."""
+        os.killpg(self.proc.pid, signum)
+
     def end(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGCONT)
-            self.proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGCONT)
+            os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
 
 
@@ -97,7 +104,7 @@ def one_round(kind: str, lease: float) -> tuple[float, float]:
             mark = f"pid {standby.proc.pid} "
             assert mark not in holder(), "the second baige up leads"
             fault = time.monotonic()
-            os.kill(leader.proc.pid, signal.SIGKILL if kind == "kill" else signal.SIGSTOP)
+            leader.fault(signal.SIGKILL if kind == "kill" else signal.SIGSTOP)
             job_id = api.post("/v1/jobs", json=JOB, timeout=30).json()["id"]
             leading = launched = None
             while launched is None:

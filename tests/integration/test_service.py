@@ -46,7 +46,7 @@ def test_migrations_are_idempotent(db_url: str) -> None:
         from sqlalchemy import text  # noqa: PLC0415
 
         assert (
-            connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0008"
+            connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0009"
         )
 
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
 import typer
 
@@ -28,6 +28,9 @@ from baige.cli.output import (
     say,
 )
 from baige.client import DEFAULT_URL, BaigeClient, BaigeError
+
+if TYPE_CHECKING:  # the server's modules stay out of the other commands' imports
+    from baige.control.platform import Platform, PlatformOptions
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
@@ -529,7 +532,7 @@ def up(
             min=1.0,
             max=600.0,
             help="PostgreSQL: seconds a leader that stopped answering keeps the controller "
-            "before a standby `baige up` takes over.",
+            "before a standby `baige up` takes over (a deposed one stands by again).",
         ),
     ] = 8.0,
     home: Annotated[Path | None, typer.Option(help="Data directory (default ~/.baige).")] = None,
@@ -563,6 +566,15 @@ def up(
     preflight_mb: Annotated[
         float, typer.Option(min=0.001, max=4096, help="The pre-flight's all-reduce size, MB.")
     ] = 256.0,
+    api_workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="PostgreSQL: API server processes (the controller runs in its own). SQLite "
+            "runs everything in one process.",
+        ),
+    ] = 2,
 ) -> None:
     """Run the control plane: the API, the controller and this machine's node agent."""
     import logging  # noqa: PLC0415 - the server's imports stay out of the other commands
@@ -570,7 +582,6 @@ def up(
     import uvicorn  # noqa: PLC0415
 
     from baige.control.platform import (  # noqa: PLC0415
-        SYSTEM,
         AlreadyRunning,
         Platform,
         PlatformOptions,
@@ -636,6 +647,9 @@ def up(
         lease_s=lease,
         api_url=f"http://{_connect_host(host)}:{port}",
     )
+    if options.db_url.startswith("postgresql"):
+        _up_supervised(options, host, port, api_workers)
+        return
     try:
         platform = Platform(options)
     except DatabaseError as err:
@@ -650,38 +664,7 @@ def up(
                 board=platform.board,
                 role=platform.role,
             )
-            url = f"http://{host}:{port}"
-            console.print(
-                f"[bold]Baige[/bold] is up at {url} (API docs at {url}/docs)", highlight=False
-            )
-            fake = " fake" if accelerators.fake else ""
-            nodes = (
-                f"{len(platform.service.list_nodes(SYSTEM))} from Slurm"
-                if backend == "slurm"
-                else f"{', '.join(platform.node_names)} ("
-                + "; ".join(f"{g.count}× {g.type}{fake}" for g in options.groups)
-                + " each)"
-            )
-            say(f"database: {platform.db.safe_url}; nodes: {nodes}")
-            if platform.leadership is not None:
-                say(
-                    "controller: led by one `baige up` of those sharing this database; the "
-                    f"others stand by and take over within {options.lease_s:g} s (see the log)"
-                )
-            token_file = data / "admin-token"
-            if platform.admin_token:
-                say(f"admin token (shown once, saved to {token_file}):\n  {platform.admin_token}")
-            else:
-                say(f"admin token: in {token_file}")
-            if url != DEFAULT_URL or data != home_dir().expanduser():
-                say(
-                    "point the CLI here with: export "
-                    + (f"BAIGE_URL={url} " if url != DEFAULT_URL else "")
-                    + f"BAIGE_TOKEN=$(cat {shlex.quote(str(token_file))})"
-                )
-            console.print(
-                "try: baige submit examples/train-cpu.yaml && baige jobs", highlight=False
-            )
+            _banner(platform, host, port)
             # Keep idle connections longer than uvicorn's 5 s default: a client pool that
             # reuses a connection the server has just closed sees a reset mid-request. On
             # stop, give open requests 5 s: a followed log stream would otherwise hold the
@@ -696,19 +679,81 @@ def up(
             )
             server = uvicorn.Server(config)
             signal.signal(signal.SIGTERM, lambda *_: setattr(server, "should_exit", True))
-            # deposed (another `baige up` leads the controller now): exit, to be restarted
-            # as a standby by whatever supervises this one
-            platform.on_deposed = lambda: setattr(server, "should_exit", True)
-            if platform.deposed.is_set():
-                server.should_exit = True
             server.run()
     except AlreadyRunning as err:
         raise _fail(err) from None
     finally:
         platform.stop()
-    if platform.deposed.is_set():
-        err_console.print(
-            "baige up: error: another `baige up` leads the controller on this database now; "
-            "this one stopped (restart it to stand by)"
+
+
+def _banner(platform: Platform, host: str, port: int) -> None:
+    """What `baige up` prints once it is up: where, which database and nodes, the token."""
+    from baige.control.platform import SYSTEM  # noqa: PLC0415
+    from baige.store.db import home_dir  # noqa: PLC0415
+
+    options, data = platform.options, platform.options.home
+    url = f"http://{host}:{port}"
+    console.print(f"[bold]Baige[/bold] is up at {url} (API docs at {url}/docs)", highlight=False)
+    fake = " fake" if options.groups and options.groups[0].fake else ""
+    nodes = (
+        f"{len(platform.service.list_nodes(SYSTEM))} from Slurm"
+        if options.backend == "slurm"
+        else f"{', '.join(platform.node_names)} ("
+        + "; ".join(f"{g.count}× {g.type}{fake}" for g in options.groups)
+        + " each)"
+    )
+    say(f"database: {platform.db.safe_url}; nodes: {nodes}")
+    if platform.db.dialect == "postgresql":
+        say(
+            "controller: led by one `baige up` of those sharing this database; the others "
+            f"stand by and take over within {options.lease_s:g} s (see the log)"
         )
-        raise typer.Exit(code=3)
+    token_file = data / "admin-token"
+    if platform.admin_token:
+        say(f"admin token (shown once, saved to {token_file}):\n  {platform.admin_token}")
+    else:
+        say(f"admin token: in {token_file}")
+    if url != DEFAULT_URL or data != home_dir().expanduser():
+        say(
+            "point the CLI here with: export "
+            + (f"BAIGE_URL={url} " if url != DEFAULT_URL else "")
+            + f"BAIGE_TOKEN=$(cat {shlex.quote(str(token_file))})"
+        )
+    console.print("try: baige submit examples/train-cpu.yaml && baige jobs", highlight=False)
+
+
+def _up_supervised(options: PlatformOptions, host: str, port: int, api_workers: int) -> None:
+    """PostgreSQL: prepare the store once, open the port, then supervise a controller process
+    and ``api_workers`` API processes (``baige.control.processes``) until SIGTERM/SIGINT."""
+    from baige.control.platform import Platform, instance_name  # noqa: PLC0415
+    from baige.control.processes import Child, Launch, Supervisor  # noqa: PLC0415
+    from baige.store.db import DatabaseError  # noqa: PLC0415
+
+    instance = instance_name()
+    try:
+        setup = Platform(options, part="api", instance=instance)
+    except DatabaseError as err:
+        raise _fail(err) from None
+    try:
+        setup.prepare()
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        try:
+            listening = socket.create_server((host, port), family=family, backlog=2048)
+        except OSError as err:
+            raise _fail(ValueError(f"--host {host} --port {port}: {err.strerror or err}")) from None
+        _banner(setup, host, port)
+    finally:
+        setup.stop()
+    listening.set_inheritable(True)
+    children = [Child("controller", Launch(options, instance, "controller"))] + [
+        Child(f"api-{i}", Launch(options, instance, "api", fd=listening.fileno()))
+        for i in range(api_workers)
+    ]
+    say(f"processes: a controller and {api_workers} API worker(s), supervised (see the log)")
+    supervisor = Supervisor(children)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: supervisor.stop())
+    try:
+        supervisor.run()
+    finally:
+        listening.close()

@@ -1,10 +1,15 @@
-"""``baige up``: the API, the controller loop and the local node agent in one process.
+"""``baige up``: the API, the controller loop and the local node agent.
 
 Two controllers on one database would launch everything twice. On SQLite (one process's
-embedded database) the first `baige up` takes a file lock and a second one is refused and
-told who holds it. On PostgreSQL every `baige up` serves the API and the node agent, and one
-leads the controller (``control.leadership``): the others stand by and take over within the
-lease when it dies or stops answering; a leader that finds itself deposed stops and exits.
+embedded database) everything runs in one process (``part="all"``): the first `baige up`
+takes a file lock and a second one is refused and told who holds it. On PostgreSQL every
+`baige up` serves the API and the node agent, and one leads the controller
+(``control.leadership``): the others stand by and take over within the lease when it dies or
+stops answering. There `baige up` runs its parts as supervised processes
+(``control.processes``): the controller with the node agent (``part="controller"``) and one
+or more API processes (``part="api"``), which share nothing but the store: submissions wake
+the controller by NOTIFY, the gateway's load and the controller's status travel in tables
+(``control.shared_load``, ``control.shared_status``).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from sqlalchemy import select
 
@@ -39,6 +45,8 @@ from baige.control.local_probes import LocalProbes
 from baige.control.node_health import NodeHealthReports
 from baige.control.preflight_gate import PreflightGate, PreflightSettings
 from baige.control.service import ControlService
+from baige.control.shared_load import LoadPublisher, SharedLoad
+from baige.control.shared_status import StatusPublisher, StatusReader
 from baige.control.slurm_sync import SlurmSync
 from baige.control.wakeup import Listener, Notifier
 from baige.hw.catalog import get_chip
@@ -48,11 +56,20 @@ from baige.sched import BAIGE, Profile
 from baige.store.db import Database
 from baige.store.tables import QueueRow
 
-__all__ = ["Platform", "PlatformOptions", "already_running"]
+__all__ = ["Part", "Platform", "PlatformOptions", "already_running", "instance_name"]
 
 log = logging.getLogger("baige.up")
 SYSTEM = Principal("system", None, admin=True)
 HEARTBEAT_S = 2.0
+
+# What a Platform runs: everything in this process (SQLite, tests), or one side of a
+# `baige up` split into processes (PostgreSQL, ``control.processes``).
+Part = Literal["all", "controller", "api"]
+
+
+def instance_name(pid: int | None = None) -> str:
+    """How a `baige up` names itself: in the leader lease, in its controller's status row."""
+    return f"baige up pid {pid or os.getpid()} on {socket.gethostname()}"
 
 
 def host_capacity() -> tuple[int, int]:
@@ -142,31 +159,38 @@ def already_running(db: Database, home: Path) -> Iterator[None]:
     if db.dialect != "sqlite":
         yield
         return
-    if db.dialect == "sqlite":
-        lock_path = home / "baige.lock"
-        home.mkdir(parents=True, exist_ok=True)
-        with open(lock_path, "a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.seek(0)
-                raise AlreadyRunning(
-                    f"another `baige up` (pid {handle.read().strip() or '?'}) uses {db.safe_url}"
-                ) from None
+    lock_path = home / "baige.lock"
+    home.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
             handle.seek(0)
-            handle.truncate()
-            handle.write(str(os.getpid()))
-            handle.flush()
-            yield
-        return
+            raise AlreadyRunning(
+                f"another `baige up` (pid {handle.read().strip() or '?'}) uses {db.safe_url}"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
 
 
 class Platform:
-    """Everything ``baige up`` runs, startable and stoppable from tests."""
+    """Everything ``baige up`` runs (``part="all"``), or one of its processes' share,
+    startable and stoppable from tests."""
 
-    def __init__(self, options: PlatformOptions) -> None:
+    def __init__(
+        self, options: PlatformOptions, part: Part = "all", instance: str | None = None
+    ) -> None:
         self.options = options
+        self.part = part
+        self.instance = instance or instance_name()
         self.db = Database(options.db_url)
+        if part != "all" and self.db.dialect != "postgresql":
+            self.db.dispose()
+            raise ValueError(f"a {part} process shares its store with the others: PostgreSQL "
+                             "only (SQLite runs `baige up` as one process)")  # fmt: skip
         self.backend: Backend
         self.slurm: SlurmSync | None = None
         users = None
@@ -197,14 +221,22 @@ class Platform:
                     if os.geteuid() == 0
                     else "`baige up` as root runs each tenant as its own user",
                 )
-        # the service gateway's load, read by the controller's autoscaler (one process today)
+        # the service gateway's load, read by the controller's autoscaler: in this process's
+        # board, or (split) summed over the API processes' published boards
         self.board = LoadBoard()
+        self.shared_load = SharedLoad(self.db, self.board) if part != "all" else None
+        runs_controller = part != "api"
         local = bool(options.groups) and options.backend != "slurm"
         self.local_nodes = local_nodes(options.groups, options.nodes) if local else []
         self.node_names = [name for name, _ in self.local_nodes]
         self.probes: LocalProbes | None = None
         gate = None
-        if self.local_nodes and options.backend == "local" and options.preflight.min_nodes:
+        if (
+            runs_controller
+            and self.local_nodes
+            and options.backend == "local"
+            and options.preflight.min_nodes
+        ):
             self.probes = LocalProbes({
                 name: self.health_file(name) if group.fake else None
                 for name, group in self.local_nodes
@@ -219,27 +251,35 @@ class Platform:
         self.deposed = threading.Event()
         self.on_deposed: Callable[[], None] | None = None  # `baige up` exits
         self.controller_db = self.db
-        if self.db.dialect == "postgresql":
+        if self.db.dialect == "postgresql" and runs_controller:
             self.leadership = Leadership(
-                options.db_url, lease_s=options.lease_s, on_lost=self._lose_lead
-            )
+                options.db_url, lease_s=options.lease_s, on_lost=self._lose_lead,
+                name=self.instance,
+            )  # fmt: skip
             self.controller_db = Database(  # one loop, a few threads: a small pool
                 options.db_url, migrate=False, idle_in_transaction_s=options.lease_s, pool_size=4
             )
             self.controller_db.fence = self.leadership.fence
-        self.controller = Controller(
-            self.controller_db,
-            self.backend,
-            options.profile or BAIGE,
-            heartbeat_timeout=options.heartbeat_timeout,
-            interval=options.interval,
-            api_url=options.api_url,
-            load=self.board.sample,
-            in_flight=self.board.replica_in_flight,
-            figures=self.board.figures,
-            preflight=gate,
-        )
-        self.controller.on_deposed = self._lose_lead
+        load: LoadBoard | SharedLoad = self.shared_load or self.board
+        self.controller: Controller | None = None
+        if runs_controller:
+            self.controller = Controller(
+                self.controller_db,
+                self.backend,
+                options.profile or BAIGE,
+                heartbeat_timeout=options.heartbeat_timeout,
+                interval=options.interval,
+                api_url=options.api_url,
+                load=load.sample,
+                in_flight=load.replica_in_flight,
+                figures=load.figures,
+                preflight=gate,
+            )
+            self.controller.on_deposed = self._lose_lead
+        # split: what the API processes and the controller process tell each other
+        self.status_reader = StatusReader(self.db, self.instance) if part == "api" else None
+        self.status: StatusPublisher | None = None
+        self.load_publisher: LoadPublisher | None = None
         # PostgreSQL: a wake-up also reaches the leading controller of another `baige up`
         self.notifier: Notifier | None = None
         self.listener: Listener | None = None
@@ -314,14 +354,26 @@ class Platform:
 
     def wake(self) -> None:
         """Run the controller's next pass now, wherever it leads."""
-        self.controller.wake()
+        if self.controller is not None:
+            self.controller.wake()
         if self.notifier is not None:
             self.notifier.wake()
 
     def start(self) -> None:
-        if self.leadership is not None:
+        """Start this part's threads; ``part="all"`` first does :meth:`prepare` (a split
+        `baige up` prepares once, in its supervisor, before it starts the processes)."""
+        if self.db.dialect == "postgresql":
             self.notifier = Notifier(self.options.db_url)
-        self.prepare()
+        if self.part == "api":
+            worker = f"{self.instance} api pid {os.getpid()}"
+            self.load_publisher = LoadPublisher(self.db, self.board, worker).start()
+            return
+        if self.part == "all":
+            self.prepare()
+        else:
+            self.status = StatusPublisher(
+                self.db, self.instance, self.role, self.recent_pass_seconds
+            ).start()
         if self.probes is not None:
             self.probes.start()
         self._spawn(self._agent, "agent")
@@ -337,6 +389,7 @@ class Platform:
 
     def _lead_threads(self) -> None:
         """What only the leading `baige up` runs: the controller, the engines' scraper."""
+        assert self.controller is not None
         scraper = EngineScraper(self.db, self.board)
         if self.leadership is not None:  # woken by the other instances' APIs too
             self.listener = Listener(self.options.db_url, self.controller.wake).start()
@@ -359,6 +412,8 @@ class Platform:
 
     def role(self) -> Role:
         """This instance's controller: "leading", "standby" or "stopped" (deposed)."""
+        if self.status_reader is not None:
+            return self.status_reader.role()
         if self.deposed.is_set():
             return "stopped"
         return "leading" if self.leading else "standby"
@@ -366,6 +421,8 @@ class Platform:
     @property
     def leading(self) -> bool:
         """Whether this process runs the controller now."""
+        if self.controller is None:
+            return False
         if self.leadership is None:
             return not self._stop.is_set()
         return self.leadership.term is not None and not self.deposed.is_set()
@@ -377,7 +434,8 @@ class Platform:
             return
         self.deposed.set()
         self._lead_stop.set()
-        self.controller.stop()
+        if self.controller is not None:
+            self.controller.stop()
         log.error("this `baige up` no longer leads the controller; stopping it")
         if self.on_deposed is not None:
             self.on_deposed()
@@ -385,13 +443,20 @@ class Platform:
     def stop(self) -> None:
         self._stop.set()
         self._lead_stop.set()
-        self.controller.stop()
+        if self.controller is not None:
+            self.controller.stop()
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join(timeout=10)
         if self.probes is not None:
             self.probes.stop()
-        for closing in (self.listener, self.notifier, self.leadership):
+        for closing in (
+            self.status,
+            self.load_publisher,
+            self.listener,
+            self.notifier,
+            self.leadership,
+        ):
             if closing is not None:
                 closing.close()
         if self.controller_db is not self.db:
@@ -399,7 +464,18 @@ class Platform:
         self.db.dispose()
 
     def recent_pass_seconds(self) -> list[float]:
-        return list(self.controller.pass_seconds)
+        """The controller's recent pass times: this process's, or (an API process) those
+        its instance's controller process last published."""
+        if self.status_reader is not None:
+            return self.status_reader.pass_seconds()
+        return list(self.controller.pass_seconds) if self.controller is not None else []
+
+    def load_figures(self) -> dict[str, dict[str, float]]:
+        """The gateway's per-service figures: this process's board, or the sum of every
+        API process's when they run apart."""
+        if self.shared_load is not None:
+            return self.shared_load.figures()
+        return self.board.figures()
 
 
 def wait_until(predicate: object, timeout: float = 30.0, interval: float = 0.1) -> bool:

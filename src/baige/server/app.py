@@ -12,8 +12,7 @@ import contextlib
 import logging
 import re
 import threading
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -46,6 +45,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from baige import __version__
 from baige.api.common import Name
+from baige.api.loader import AnySpec
 from baige.api.nodes import NodeSpec
 from baige.api.queues import QueueSpec
 from baige.api.views import (
@@ -58,17 +58,18 @@ from baige.api.views import (
     WorkloadView,
 )
 from baige.api.workloads import InferenceServiceSpec, TrainingJobSpec
-from baige.control.auth import Principal, authenticate, create_token
+from baige.control.auth import Principal, authenticate, create_token, known_principal
 from baige.control.errors import ApiError, Forbidden, Invalid, Unavailable
 from baige.control.leadership import Role
 from baige.control.runtime_reports import RuntimeEventsRequest, accept_runtime_events
 from baige.control.service import ControlService
 from baige.control.service_load import running_replicas, service_figures, service_load
-from baige.server.bodies import read_spec
+from baige.server.bodies import read_spec, read_spec_then
 from baige.server.gateway import Gateway, LoadBoard
 from baige.server.guards import DataError, RequestLimits, refuse_unstorable
+from baige.server.heartbeats import HeartbeatBatcher
 from baige.server.log_stream import FollowLimit, followed, stream_logs
-from baige.server.metrics import make_registry
+from baige.server.metrics import MeasureLatency, make_registry
 from baige.store.db import Database
 
 __all__ = ["create_app"]
@@ -191,9 +192,15 @@ class Health(BaseModel):
     )
 
 
-def current_principal(request: Request, _token: Bearer) -> Principal:
-    """The caller, from its bearer token (401 without a valid one)."""
-    return authenticate(request.app.state.db, request.headers.get("authorization"))
+async def current_principal(request: Request, _token: Bearer) -> Principal:
+    """The caller, from its bearer token (401 without a valid one). A token seen valid in
+    the last 30 s is known without a query (on the event loop: no worker-thread hop); any
+    other is looked up on a worker thread, so a flood of bad tokens cannot stall the loop."""
+    db, header = request.app.state.db, request.headers.get("authorization")
+    known = known_principal(db, header)
+    if known is not None:
+        return known
+    return await run_in_threadpool(authenticate, db, header)
 
 
 Who = Annotated[Principal, Depends(current_principal)]
@@ -218,11 +225,15 @@ def create_app(
     follow_poll_s: float = 0.5,
     board: LoadBoard | None = None,
     role: Callable[[], Role] = lambda: "leading",
+    figures: Callable[[], dict[str, dict[str, float]]] | None = None,
 ) -> FastAPI:
     """The API over ``service``; ``pass_seconds`` gives the controller's recent pass times,
     ``board`` is where the service gateway counts load (the controller's autoscaler reads it),
-    ``role`` whether this instance's controller leads (``Platform.role``)."""
+    ``role`` whether this instance's controller leads (``Platform.role``), ``figures`` the
+    gateway's per-service figures to show (default: ``board``'s; summed over every API
+    process when several run, ``Platform.load_figures``)."""
     board = board if board is not None else LoadBoard()
+    load_figures = figures if figures is not None else board.figures
     gateway = Gateway(db, board)
     # Set when the server stops: a followed log stream runs in a worker thread that the
     # server's shutdown cannot cancel, and the process would wait for it at exit.
@@ -285,20 +296,9 @@ def create_app(
     app.state.db = db
     app.add_middleware(RequestLimits)  # before routing, for every endpoint
     app.add_exception_handler(DataError, refuse_unstorable)
-    registry, latency = make_registry(service, pass_seconds, board)
+    registry, latency = make_registry(service, pass_seconds, load_figures)
 
-    @app.middleware("http")
-    async def measure(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        template = getattr(route, "path", "unmatched")
-        latency.labels(request.method, template, str(response.status_code)).observe(
-            time.perf_counter() - started
-        )
-        return response
+    app.add_middleware(MeasureLatency, latency=latency)
 
     @app.get("/", include_in_schema=False)
     def console() -> FileResponse:
@@ -375,10 +375,16 @@ def create_app(
         """Register (or update) nodes; registering counts as a heartbeat (admin)."""
         return {"registered": service.register_nodes(who, body.nodes)}
 
+    heartbeats = HeartbeatBatcher(service)
+
     @v1.post("/nodes/heartbeat", tags=["nodes"])
-    def heartbeat(body: HeartbeatRequest, who: Who) -> dict[str, int]:
-        """Node agents call this every few seconds; silence for 10 s fails the node."""
-        return {"nodes": service.heartbeat(who, body.nodes)}
+    async def heartbeat(body: HeartbeatRequest, who: Who) -> dict[str, int]:
+        """Node agents call this every few seconds; silence for 10 s fails the node. The
+        registered nodes named are marked alive (with other requests' in one write); 404
+        names any that is not registered (admin)."""
+        if not who.admin:
+            raise Forbidden("only an admin token may send heartbeats")
+        return {"nodes": await heartbeats.beat(list(body.nodes))}
 
     @v1.get("/nodes/{name}", tags=["nodes"])
     def get_node(name: Segment, who: Who) -> NodeView:
@@ -406,11 +412,11 @@ def create_app(
 
     def with_load(views: list[WorkloadView]) -> list[WorkloadView]:
         """Services with their replicas running and the gateway's figures now (the console's
-        list shows both): the board lives in this process, the store knows nothing of it."""
+        list shows both): this process's board, or every API process's summed."""
         ids = [view.id for view in views if view.kind == "InferenceService"]
         if not ids:
             return views
-        figures = board.figures()
+        figures = load_figures()
         with db.session() as session:
             running = running_replicas(session, ids)
         return [
@@ -436,10 +442,12 @@ def create_app(
         ) -> WorkloadView:
             """Submit a spec (JSON or YAML). With an ``Idempotency-Key`` header, a retry of the
             same request returns the first submission instead of a duplicate."""
-            spec = await read_spec(request, (spec_type,), what)
-            assert isinstance(spec, TrainingJobSpec | InferenceServiceSpec)
-            view, _ = await run_in_threadpool(service.submit_safely, who, spec, idempotency_key)
-            return view
+
+            def store(spec: AnySpec) -> WorkloadView:
+                assert isinstance(spec, TrainingJobSpec | InferenceServiceSpec)
+                return service.submit_safely(who, spec, idempotency_key)[0]
+
+            return await read_spec_then(request, (spec_type,), what, store)
 
         @v1.get(f"/{path}", tags=[tag], name=f"list_{path}")
         def list_(
@@ -524,7 +532,7 @@ def create_app(
         """The service's stable endpoint, replicas wanted and running, requests per second,
         in flight and latency over the last ``hours`` (samples every 30 s, then the
         gateway's figures now), and the events that changed its size."""
-        figures = board.figures().get(workload_id)
+        figures = load_figures().get(workload_id)
         return service_load(db, who, workload_id, hours=hours, now=service.clock(),
                             figures=figures)  # fmt: skip
 

@@ -18,7 +18,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
     "Base",
+    "ControllerStatusRow",
     "EventRow",
+    "GatewayLoadRow",
     "LeaderLeaseRow",
     "NodeRow",
     "QueueRow",
@@ -214,3 +216,28 @@ class LeaderLeaseRow(Base):
     term: Mapped[int] = mapped_column(Integer)
     holder: Mapped[str] = mapped_column(Text)
     since: Mapped[float] = mapped_column(Float)
+
+
+class ControllerStatusRow(Base):
+    """What one `baige up`'s controller process says of itself, for its API processes to
+    show (``/healthz``, ``/metrics``): whether it leads, its recent pass times. Written about
+    once a second (``control.shared_status``); a row that stops being written means that
+    controller process is down."""
+
+    __tablename__ = "controller_status"
+    instance: Mapped[str] = mapped_column(String(200), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+    pid: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[float] = mapped_column(Float)
+    pass_seconds: Mapped[list[float]] = mapped_column(JSON)
+
+
+class GatewayLoadRow(Base):
+    """One API process's service-gateway counts (``LoadBoard.export``), for the controller's
+    autoscaler and drain, which run in another process: written about twice a second
+    (``control.shared_load``); rows not written for a few seconds are ignored."""
+
+    __tablename__ = "gateway_load"
+    worker: Mapped[str] = mapped_column(String(200), primary_key=True)
+    updated_at: Mapped[float] = mapped_column(Float)
+    figures: Mapped[dict[str, object]] = mapped_column(JSON)
