@@ -79,38 +79,50 @@ class Launching(PreflightGating):
         return waited >= DRAIN_SETTLE_S and self.in_flight(replica.id) == 0
 
     @staticmethod
-    def _peer_wiring(session: Session, workload: WorkloadRow) -> dict[str, PeerWiring]:
-        """Replica id -> its peer-memory wiring, for a training job of two or more replicas
-        (spares included) that has not turned ``checkpoint.peer_memory`` off; empty for any
-        other workload. Each replica wanted running gets a port once, kept in its row."""
-        if workload.kind != "TrainingJob" or not workload.report_token:
+    def _peer_wirings(
+        session: Session, workloads: list[WorkloadRow]
+    ) -> dict[str, dict[str, PeerWiring]]:
+        """Workload id -> replica id -> its peer-memory wiring, for each training job of two
+        or more replicas (spares included) that has not turned ``checkpoint.peer_memory``
+        off; no entry for any other workload. Each replica wanted running gets a port once,
+        kept in its row. Two queries for all the jobs of a pass, not two per job."""
+        jobs: dict[tuple[str, int], WorkloadRow] = {}
+        for workload in workloads:
+            if workload.kind != "TrainingJob" or not workload.report_token:
+                continue
+            spec = parse_spec(workload.kind, workload.spec)
+            if not isinstance(spec, TrainingJobSpec) or spec.replicas + spec.spares < 2:
+                continue
+            if spec.checkpoint is not None and not spec.checkpoint.peer_memory:
+                continue
+            jobs[(workload.id, workload.generation)] = workload
+        if not jobs:
             return {}
-        spec = parse_spec(workload.kind, workload.spec)
-        if not isinstance(spec, TrainingJobSpec) or spec.replicas + spec.spares < 2:
-            return {}
-        if spec.checkpoint is not None and not spec.checkpoint.peer_memory:
-            return {}
-        wanted = list(
-            session.scalars(
-                select(ReplicaRow).where(
-                    ReplicaRow.workload_id == workload.id,
-                    ReplicaRow.generation == workload.generation,
-                    ReplicaRow.desired == "running",
-                )
+        wanted: dict[str, list[ReplicaRow]] = defaultdict(list)
+        for row in session.scalars(
+            select(ReplicaRow).where(
+                ReplicaRow.workload_id.in_({w.id for w in jobs.values()}),
+                ReplicaRow.desired == "running",
             )
-        )
-        for row in wanted:
-            if row.port is None:
-                row.port = _free_port()
-        topology: dict[str, tuple[str, ...]] = {}
-        for node in session.scalars(
-            select(NodeRow).where(NodeRow.name.in_({r.node for r in wanted}))
         ):
-            path = node.spec.get("topology")
-            topology[node.name] = tuple(map(str, path)) if isinstance(path, list | tuple) else ()
-        members = members_of([(r.id, r.node, r.port or 0) for r in wanted], topology)
-        secret = job_secret(workload.report_token, workload.id, workload.generation)
-        return wire(members, secret)
+            if (row.workload_id, row.generation) in jobs:
+                wanted[row.workload_id].append(row)
+                if row.port is None:
+                    row.port = _free_port()
+        topology: dict[str, tuple[str, ...]] = {}
+        nodes = {r.node for rows in wanted.values() for r in rows}
+        for name, spec_data in session.execute(
+            select(NodeRow.name, NodeRow.spec).where(NodeRow.name.in_(nodes))
+        ):
+            path = spec_data.get("topology")
+            topology[name] = tuple(map(str, path)) if isinstance(path, list | tuple) else ()
+        wirings: dict[str, dict[str, PeerWiring]] = {}
+        for workload in jobs.values():
+            rows = wanted.get(workload.id, [])
+            members = members_of([(r.id, r.node, r.port or 0) for r in rows], topology)
+            secret = job_secret(workload.report_token or "", workload.id, workload.generation)
+            wirings[workload.id] = wire(members, secret)
+        return wirings
 
     def _reconcile(self, stats: PassStats) -> None:
         """Launch what should run and is not launched; stop what should not run."""
@@ -153,9 +165,7 @@ class Launching(PreflightGating):
                     workloads[replica.workload_id] = workload
                     sizes[workload.id] = len(workload.placements)
             held = self._preflight_holds(session, workloads, self.clock())
-            peers = {
-                w.id: self._peer_wiring(session, w) for w in workloads.values() if w.id not in held
-            }
+            peers = self._peer_wirings(session, [w for w in workloads.values() if w.id not in held])
             node_types: dict[str, str] = {}
             if any(w.hetero_plan for w in workloads.values()):  # a job spans types
                 node_types = dict(session.execute(select(NodeRow.name, NodeRow.accel_type)).all())

@@ -195,9 +195,19 @@ class DecisionRecording:
     def _record(
         self, session: Session, result: CycleResult, before: dict[str, tuple[str, str]], now: float
     ) -> None:
-        """Write the decisions (and the pending reasons) in one transaction."""
+        """Write the decisions (and the pending reasons) in one transaction. The decided
+        workloads are loaded in one query: one ``session.get`` each would flush the rows
+        written so far before every lookup, and a burst of admissions makes thousands."""
+        ids = sorted({decision.workload for decision in result.decisions})
+        loaded = {
+            row.id: row
+            for start in range(0, len(ids), 1000)
+            for row in session.scalars(
+                select(WorkloadRow).where(WorkloadRow.id.in_(ids[start : start + 1000]))
+            )
+        }
         for decision in result.decisions:
-            workload = session.get(WorkloadRow, decision.workload)
+            workload = loaded.get(decision.workload)
             if workload is None or workload.cancel_requested or Phase(workload.phase).terminal:
                 continue  # changed since the snapshot: the next pass decides again
             self._apply(session, workload, lifecycle.decided(_life(workload), decision), now)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -310,21 +310,42 @@ class ControlService:
         return len(specs)
 
     def heartbeat(self, who: Principal, names: Sequence[str]) -> int:
-        """Mark nodes alive; a failed node that heartbeats again becomes ready."""
+        """Mark nodes alive; a failed node that heartbeats again becomes ready. The
+        registered ones among ``names`` are marked even when others are not registered
+        (then NotFound names those)."""
         _require_admin(who, "send heartbeats")
+        alive = self.mark_alive(names)
+        if len(alive) != len(set(names)):
+            missing = sorted(set(names) - alive)
+            raise NotFound(f"node(s) not registered: {', '.join(missing)}")
+        return len(alive)
+
+    def mark_alive(self, names: Sequence[str]) -> set[str]:
+        """Heartbeats of ``names`` in one statement (no rows loaded): the names found
+        registered. A failed node among them becomes ready, with an event. The API's
+        heartbeat endpoint gathers many requests' names into one call (``server.heartbeats``);
+        the caller has checked who may send them."""
         now = self.clock()
         with self.db.session() as session:
-            rows = list(session.scalars(select(NodeRow).where(NodeRow.name.in_(list(names)))))
-            if len(rows) != len(set(names)):
-                missing = sorted(set(names) - {r.name for r in rows})
-                raise NotFound(f"node(s) not registered: {', '.join(missing)}")
-            for row in rows:
-                if row.health == "failed":
-                    record_event(session, "node", row.name, "Recovered", "HeartbeatResumed",
+            found = session.execute(
+                update(NodeRow)
+                .where(NodeRow.name.in_(sorted(set(names))))
+                .values(last_heartbeat=now)
+                .returning(NodeRow.name, NodeRow.health),
+                execution_options={"synchronize_session": False},
+            ).all()
+            recovered = sorted(name for name, health in found if health == "failed")
+            if recovered:
+                session.execute(
+                    update(NodeRow)
+                    .where(NodeRow.name.in_(recovered), NodeRow.health == "failed")
+                    .values(health="ready", reason=""),
+                    execution_options={"synchronize_session": False},
+                )
+                for name in recovered:
+                    record_event(session, "node", name, "Recovered", "HeartbeatResumed",
                                  "heartbeats resumed; node is ready again", now=now)  # fmt: skip
-                    row.health, row.reason = "ready", ""
-                row.last_heartbeat = now
-        return len(rows)
+        return {name for name, _ in found}
 
     def set_cordon(self, who: Principal, name: str, cordoned: bool) -> NodeView:
         _require_admin(who, "cordon nodes")
