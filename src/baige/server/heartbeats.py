@@ -28,6 +28,7 @@ class HeartbeatBatcher:
         self.max_names = max_names  # at most this many names in one statement
         self._waiting: list[tuple[frozenset[str], asyncio.Future[int]]] = []
         self._writing = False
+        self._writer: asyncio.Task[None] | None = None  # held: the loop keeps only weak refs
 
     async def beat(self, names: list[str]) -> int:
         """Mark ``names`` alive (with whatever else is waiting); the count, or NotFound."""
@@ -35,7 +36,7 @@ class HeartbeatBatcher:
         self._waiting.append((frozenset(names), future))
         if not self._writing:
             self._writing = True
-            asyncio.get_running_loop().create_task(self._write())
+            self._writer = asyncio.get_running_loop().create_task(self._write())
         return await future
 
     def _take(self) -> list[tuple[frozenset[str], asyncio.Future[int]]]:
