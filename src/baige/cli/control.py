@@ -589,7 +589,7 @@ def up(
     )
     from baige.hw.discovery import discover, parse_fake, parse_fake_groups  # noqa: PLC0415
     from baige.sched import ProfileError, get_profile  # noqa: PLC0415
-    from baige.server.app import create_app  # noqa: PLC0415
+    from baige.server.app import server_config  # noqa: PLC0415
     from baige.store.db import DatabaseError, default_db_url, home_dir  # noqa: PLC0415
 
     logging.basicConfig(
@@ -657,27 +657,8 @@ def up(
     try:
         with already_running(platform.db, data):
             platform.start()
-            app = create_app(
-                platform.db,
-                platform.service,
-                pass_seconds=platform.recent_pass_seconds,
-                board=platform.board,
-                role=platform.role,
-            )
             _banner(platform, host, port)
-            # Keep idle connections longer than uvicorn's 5 s default: a client pool that
-            # reuses a connection the server has just closed sees a reset mid-request. On
-            # stop, give open requests 5 s: a followed log stream would otherwise hold the
-            # shutdown for as long as its reader stays.
-            config = uvicorn.Config(
-                app,
-                host=host,
-                port=port,
-                log_level="warning",
-                timeout_keep_alive=30,
-                timeout_graceful_shutdown=5,
-            )
-            server = uvicorn.Server(config)
+            server = uvicorn.Server(server_config(platform.app(), host=host, port=port))
             signal.signal(signal.SIGTERM, lambda *_: setattr(server, "should_exit", True))
             server.run()
     except AlreadyRunning as err:

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from sqlalchemy import select
 
@@ -55,6 +55,9 @@ from baige.hw.health import HealthSource, health_source
 from baige.sched import BAIGE, Profile
 from baige.store.db import Database
 from baige.store.tables import QueueRow
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 __all__ = ["Part", "Platform", "PlatformOptions", "already_running", "instance_name"]
 
@@ -469,6 +472,19 @@ class Platform:
         if self.status_reader is not None:
             return self.status_reader.pass_seconds()
         return list(self.controller.pass_seconds) if self.controller is not None else []
+
+    def app(self) -> FastAPI:
+        """The API over this platform (an API process's, or the one process's)."""
+        from baige.server.app import create_app  # noqa: PLC0415 - the API's imports
+
+        return create_app(
+            self.db,
+            self.service,
+            pass_seconds=self.recent_pass_seconds,
+            board=self.board,
+            role=self.role,
+            figures=self.load_figures,
+        )
 
     def load_figures(self) -> dict[str, dict[str, float]]:
         """The gateway's per-service figures: this process's board, or the sum of every

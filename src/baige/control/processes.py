@@ -189,25 +189,13 @@ def run_api(launch: Launch) -> int:
 
     import uvicorn  # noqa: PLC0415
 
-    from baige.server.app import create_app  # noqa: PLC0415
+    from baige.server.app import server_config  # noqa: PLC0415
 
     assert launch.fd is not None
     platform = Platform(launch.options, part="api", instance=launch.instance)
     try:
         platform.start()
-        app = create_app(
-            platform.db,
-            platform.service,
-            pass_seconds=platform.recent_pass_seconds,
-            board=platform.board,
-            role=platform.role,
-            figures=platform.load_figures,
-        )
-        # as `baige up` in one process: idle connections kept 30 s, 5 s for open requests
-        config = uvicorn.Config(
-            app, log_level="warning", timeout_keep_alive=30, timeout_graceful_shutdown=5
-        )
-        server = uvicorn.Server(config)
+        server = uvicorn.Server(server_config(platform.app()))
         signal.signal(signal.SIGTERM, lambda *_: setattr(server, "should_exit", True))
         server.run(sockets=[socket.socket(fileno=launch.fd)])
     finally:

@@ -16,69 +16,44 @@ within ``PUBLISH_S`` and the controller's read is at most ``READ_CACHE_S`` old, 
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import threading
 import time
 from collections.abc import Callable
 
 from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 
 from baige.control.load_board import WINDOW_S, LoadBoard, figures_of, merge
+from baige.control.row_publisher import RowPublisher
 from baige.sched.autoscale import LoadSample
 from baige.store.db import Database
 from baige.store.tables import GatewayLoadRow
 
 __all__ = ["FRESH_S", "PUBLISH_S", "LoadPublisher", "SharedLoad"]
 
-log = logging.getLogger("baige.shared_load")
-
 PUBLISH_S = 0.5  # how often an API process writes its counts
 READ_CACHE_S = 0.25  # how long the controller reuses one read of them
 FRESH_S = 5.0  # rows older than this belong to a process that is gone
 
 
-class LoadPublisher:
+class LoadPublisher(RowPublisher):
     """An API process's side: its board written to the store every ``interval`` seconds."""
+
+    what = "the gateway's load"
 
     def __init__(
         self, db: Database, board: LoadBoard, worker: str, interval: float = PUBLISH_S
     ) -> None:
-        self.db = db
+        super().__init__(db, interval)
         self.board = board
         self.worker = worker
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def publish(self) -> None:
-        """Write this process's counts now (its one row)."""
-        with self.db.session() as session:
-            session.merge(
-                GatewayLoadRow(
-                    worker=self.worker, updated_at=time.time(), figures=self.board.export()
-                )
-            )
+    def write(self, session: Session) -> None:
+        figures = self.board.export()
+        session.merge(GatewayLoadRow(worker=self.worker, updated_at=time.time(), figures=figures))
 
-    def start(self) -> LoadPublisher:
-        self._thread = threading.Thread(target=self._run, name="load-publisher", daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.publish()
-            except Exception as err:  # the database is away: the next beat writes again
-                log.warning("publishing the gateway's load failed: %s", err)
-
-    def close(self) -> None:
-        """Stop publishing and take this process's row out (its counts end with it)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        with contextlib.suppress(Exception), self.db.session() as session:
-            session.execute(delete(GatewayLoadRow).where(GatewayLoadRow.worker == self.worker))
+    def remove(self, session: Session) -> None:
+        session.execute(delete(GatewayLoadRow).where(GatewayLoadRow.worker == self.worker))
 
 
 class SharedLoad:

@@ -11,16 +11,18 @@ role then reads "stopped".
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable
+from typing import Self
 
 from sqlalchemy import delete
+from sqlalchemy.orm import Session
 
 from baige.control.leadership import Role
+from baige.control.row_publisher import RowPublisher
 from baige.store.db import Database
 from baige.store.tables import ControllerStatusRow
 
@@ -33,8 +35,10 @@ STALE_S = 5.0
 KEEP = 200  # pass times kept in the row (the p50/p99 /healthz shows are over these)
 
 
-class StatusPublisher:
+class StatusPublisher(RowPublisher):
     """The controller process's side: its role and last pass times, every ``interval``."""
+
+    what = "the controller's status"
 
     def __init__(
         self,
@@ -44,49 +48,31 @@ class StatusPublisher:
         pass_seconds: Callable[[], list[float]],
         interval: float = PUBLISH_S,
     ) -> None:
-        self.db = db
+        super().__init__(db, interval)
         self.instance = instance
         self.role = role
         self.pass_seconds = pass_seconds
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def publish(self) -> None:
-        with self.db.session() as session:
-            session.merge(
-                ControllerStatusRow(
-                    instance=self.instance,
-                    role=self.role(),
-                    pid=os.getpid(),
-                    updated_at=time.time(),
-                    pass_seconds=self.pass_seconds()[-KEEP:],
-                )
+    def write(self, session: Session) -> None:
+        session.merge(
+            ControllerStatusRow(
+                instance=self.instance,
+                role=self.role(),
+                pid=os.getpid(),
+                updated_at=time.time(),
+                pass_seconds=self.pass_seconds()[-KEEP:],
             )
+        )
 
-    def start(self) -> StatusPublisher:
-        with contextlib.suppress(Exception):  # the API shows the role from the start
-            self.publish()
-        self._thread = threading.Thread(target=self._run, name="status-publisher", daemon=True)
-        self._thread.start()
-        return self
+    def start(self, *, at_once: bool = True) -> Self:
+        """As :meth:`RowPublisher.start`, first at once: the API shows the role from the start."""
+        return super().start(at_once=at_once)
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.publish()
-            except Exception as err:  # the database is away: the next beat writes again
-                log.warning("publishing the controller's status failed: %s", err)
-
-    def close(self) -> None:
-        """Stop, and say "stopped" (the process is going)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        with contextlib.suppress(Exception), self.db.session() as session:
-            session.execute(
-                delete(ControllerStatusRow).where(ControllerStatusRow.instance == self.instance)
-            )
+    def remove(self, session: Session) -> None:
+        """Going: the API then reads "stopped"."""
+        session.execute(
+            delete(ControllerStatusRow).where(ControllerStatusRow.instance == self.instance)
+        )
 
 
 class StatusReader:
