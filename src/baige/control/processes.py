@@ -148,21 +148,23 @@ class Supervisor:
 
 
 def _die_with_parent() -> None:
-    """Be sent SIGTERM when the supervisor dies, however it dies (Linux); elsewhere a thread
-    notices the parent is gone."""
+    """Be killed when the supervisor dies, however it dies (Linux; elsewhere a thread notices
+    the parent is gone). SIGKILL, as a killed one-process `baige up` died: an API worker left
+    draining would answer for a `baige up` that is gone and hold the port its successor is
+    started on; the controller's lock goes with its connection either way."""
     parent = os.getppid()
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
     if os.getppid() != parent:  # it died before prctl took
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGKILL)
 
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(1.0)
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGKILL)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
