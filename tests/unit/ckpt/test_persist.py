@@ -100,6 +100,31 @@ def test_damaged_shard_is_refused(tmp_path: Path, offset: int | None, message: s
     assert str(path) in str(err.value)
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+def test_a_disk_shard_read_in_pieces_by_threads_is_whole_and_checked(
+    tmp_path: Path, threads: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Threads each reading their range of the file in pieces that cut across tensors (and
+    the last one shorter) read every byte back, and one flipped byte anywhere in the
+    tensors fails the CRC-32."""
+    monkeypatch.setattr(restore, "_threads", lambda nbytes, most: threads)
+    monkeypatch.setattr(restore, "_READ_PIECE", 1000)
+    mm, rec = slot_of(STATE, 5)
+    persist_slot(memoryview(mm), rec, tmp_path, 0, DiskWriter(), keep=3)
+    folder = step_dir(tmp_path, 5)
+    shard = read_disk_shard(folder, read_manifest(folder).shard(0))
+    for key in ("w", "i", "flag"):
+        assert torch.equal(shard.tensors[key], STATE[key]), key
+    path = folder / shard_file(0, "safetensors")
+    intact = path.read_bytes()
+    for where in (len(intact) // 3, len(intact) // 2, len(intact) - 1):
+        data = bytearray(intact)
+        data[where] ^= 0x10
+        path.write_bytes(bytes(data))
+        with pytest.raises(CorruptCheckpoint, match="CRC-32"):
+            read_disk_shard(folder, read_manifest(folder).shard(0))
+
+
 def test_disk_full_mid_write_leaves_no_partial_files(tmp_path: Path) -> None:
     mm1, rec1 = slot_of(STATE, 1, seq=1)
     writer = FullDiskWriter(after_bytes=20_000)
@@ -133,22 +158,28 @@ def test_restore_fills_the_templates_tensors_in_place(tmp_path: Path) -> None:
         assert torch.equal(wrong, torch.zeros(3, dtype=torch.int32))
 
 
-@pytest.mark.parametrize("impl", ["installed", "zlib"])
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("chunk", [64, 512 << 10])
 def test_a_memory_slot_whose_bytes_changed_fails_its_crc(
-    impl: str, monkeypatch: pytest.MonkeyPatch
+    threads: int, chunk: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Both ways of checking a slot (one CRC worker beside the copy when the CRC is fast,
-    two with plain zlib) catch one changed byte, and pass an intact slot."""
-    if impl == "zlib":
-        monkeypatch.setattr(restore, "CRC32_IMPL", "zlib")
+    """The copy and the CRC made piece by piece, by one thread or by several whose CRCs
+    are joined (pieces smaller than a tensor and cutting across tensors, or larger than the
+    whole slot), restore every byte and catch one changed byte anywhere."""
+    monkeypatch.setattr(restore, "_threads", lambda nbytes, most: threads)
+    monkeypatch.setattr(restore, "_CHUNK", chunk)
     mm, rec = slot_of(STATE, 5)
     rec = replace(rec, crc_image=zlib.crc32(mm[: rec.image_len]))
-    read_slot(Path("unused"), rec, None, mapping=mm)  # intact: no error
-    mm, rec = slot_of(STATE, 5)
-    rec = replace(rec, crc_image=zlib.crc32(mm[: rec.image_len]))
-    mm[rec.image_len - 1] ^= 0xFF  # the last tensor byte
-    with pytest.raises(CorruptCheckpoint, match="tensor bytes fail their CRC-32"):
-        read_slot(Path("unused"), rec, None, mapping=mm)
+    shard = read_slot(Path("unused"), rec, None, mapping=mm)  # intact: no error
+    for key, value in STATE.items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(shard.tensors[key], value), key
+    for where in (0, rec.image_len // 2, rec.image_len - 1):  # header, middle, last byte
+        mm, rec = slot_of(STATE, 5)
+        rec = replace(rec, crc_image=zlib.crc32(mm[: rec.image_len]))
+        mm[where] ^= 0xFF
+        with pytest.raises(CorruptCheckpoint, match="CRC-32|header"):
+            read_slot(Path("unused"), rec, None, mapping=mm)
 
 
 def test_retention_can_set_folders_aside_and_free_them_later(tmp_path: Path) -> None:
