@@ -178,7 +178,7 @@ def test_a_memory_slot_whose_bytes_changed_fails_its_crc(
         mm, rec = slot_of(STATE, 5)
         rec = replace(rec, crc_image=zlib.crc32(mm[: rec.image_len]))
         mm[where] ^= 0xFF
-        with pytest.raises(CorruptCheckpoint, match="CRC-32|header"):
+        with pytest.raises(CorruptCheckpoint, match=r"CRC-32|header"):
             read_slot(Path("unused"), rec, None, mapping=mm)
 
 
