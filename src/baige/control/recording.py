@@ -48,6 +48,7 @@ _ENDED = {s.value for s in ReplicaState if s.ended}
 class PassStats:
     seconds: float = 0.0
     cycle_seconds: float = 0.0
+    cycle_skipped: bool = False  # nothing changed since a cycle that decided nothing
     decisions: int = 0
     launched: int = 0
     stopped: int = 0
