@@ -16,6 +16,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
@@ -107,6 +108,13 @@ class Database:
             if self.fence is not None:
                 self.fence(session)
             yield session
+
+    def insert(self, entity: Any) -> postgresql.Insert | sqlite.Insert:
+        """An INSERT in this database's dialect, which can say ``ON CONFLICT`` (both
+        PostgreSQL and SQLite have it, each in its own statement class)."""
+        if self.dialect == "postgresql":
+            return postgresql.insert(entity)
+        return sqlite.insert(entity)
 
     def dispose(self) -> None:
         self.engine.dispose()
