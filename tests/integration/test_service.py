@@ -6,6 +6,7 @@ import pytest
 
 from baige.api import QueueQuota, QueueSpec, load_specs
 from baige.api.workloads import TrainingJobSpec
+from baige.control import service as service_module
 from baige.control.auth import Principal, authenticate, create_token, ensure_admin_token
 from baige.control.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
 from baige.control.service import ControlService
@@ -95,6 +96,43 @@ def test_idempotent_submission(service: ControlService) -> None:
     other, _ = service.submit_safely(ALICE, job(), "key-2")
     assert other.id != first.id
     assert len(service.list_workloads(ALICE)) == 2
+
+
+def test_a_batch_of_submissions_answers_each_as_if_one_after_the_other(
+    service: ControlService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``submit_many`` (the API's group commit): a key used twice in one batch makes one
+    job, the second use answered with it, or a Conflict for another spec; a queue the
+    caller cannot see is that item's NotFound; a random id already taken gets another."""
+    earlier, _ = service.submit(ALICE, job(), "k-old")
+    real, calls = service_module._workload_id, []
+
+    def first_taken(spec: TrainingJobSpec) -> str:  # the first new id collides with a row
+        calls.append(spec.name)
+        return earlier.id if len(calls) == 1 else real(spec)
+
+    monkeypatch.setattr(service_module, "_workload_id", first_taken)
+    results = service.submit_many(
+        [
+            (ALICE, job(), None),  # its id collides first, then it gets another
+            (ALICE, job(), "k-old"),  # an earlier request's key: that job
+            (ALICE, job(name="b"), "k-new"),
+            (ALICE, job(name="b"), "k-new"),  # the same key again in this batch
+            (ALICE, job(name="c"), "k-new"),  # ... with another spec
+            (ALICE, job(queue="qb"), None),  # team-b's queue
+        ]
+    )
+    assert isinstance(results[0], tuple) and results[0] == (results[0][0], True)
+    assert results[0][0].id != earlier.id and len(calls) == 6  # 5 rows, 1 retried
+    assert isinstance(results[1], tuple) and results[1][0].id == earlier.id and not results[1][1]
+    assert isinstance(results[2], tuple) and results[2][1]
+    assert isinstance(results[3], tuple) and results[3][0].id == results[2][0].id
+    assert not results[3][1]
+    assert isinstance(results[4], Conflict) and "different spec" in str(results[4])
+    assert isinstance(results[5], NotFound) and "qb" in str(results[5])
+    assert len(service.list_workloads(ALICE)) == 3
+    submitted = list(service.events(ALICE, "workload", results[0][0].id))
+    assert [e.type for e in submitted] == ["Submitted"]
 
 
 def test_tenants_see_only_their_own(service: ControlService) -> None:

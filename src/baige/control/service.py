@@ -14,7 +14,6 @@ from pathlib import Path
 
 from pydantic import ValidationError
 from sqlalchemy import func, insert, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from baige.api.nodes import NodeSpec
@@ -93,6 +92,10 @@ def _event_view(row: EventRow) -> EventView:
         reason=row.reason,
         message=row.message,
     )
+
+
+def _workload_id(spec: WorkloadSpecT) -> str:
+    return f"{'job' if isinstance(spec, TrainingJobSpec) else 'svc'}-{secrets.token_hex(4)}"
 
 
 def _require_admin(who: Principal, what: str) -> None:
@@ -285,12 +288,7 @@ class ControlService:
         its node costs one statement and its event, not an ORM load and flush (at 10,000
         nodes registering one per request, that was most of the API's time). Two agents
         registering the same new node at once cannot both insert it: the loser updates."""
-        _require_admin(who, "register nodes")
-        seen: set[str] = set()
-        for i, spec in enumerate(specs):
-            if spec.name in seen:
-                raise Invalid(f"nodes[{i}].name: node {spec.name} is listed twice")
-            seen.add(spec.name)
+        self.check_registration(who, specs)
         now = self.clock()
         values = {
             spec.name: {
@@ -348,6 +346,16 @@ class ControlService:
         self.wake()
         return len(specs)
 
+    def check_registration(self, who: Principal, specs: Sequence[NodeSpec]) -> None:
+        """What ``register_nodes`` refuses before it writes: a caller who is not an admin,
+        and a node listed twice (which of the two was meant?)."""
+        _require_admin(who, "register nodes")
+        seen: set[str] = set()
+        for i, spec in enumerate(specs):
+            if spec.name in seen:
+                raise Invalid(f"nodes[{i}].name: node {spec.name} is listed twice")
+            seen.add(spec.name)
+
     def heartbeat(self, who: Principal, names: Sequence[str]) -> int:
         """Mark nodes alive; a failed node that heartbeats again becomes ready. The
         registered ones among ``names`` are marked even when others are not registered
@@ -362,7 +370,7 @@ class ControlService:
     def mark_alive(self, names: Sequence[str]) -> set[str]:
         """Heartbeats of ``names`` in one statement (no rows loaded): the names found
         registered. A failed node among them becomes ready, with an event. The API's
-        heartbeat endpoint gathers many requests' names into one call (``server.heartbeats``);
+        heartbeat endpoint gathers many requests' names into one call (``server.batched_writes``);
         the caller has checked who may send them."""
         now = self.clock()
         with self.db.session() as session:
@@ -461,79 +469,138 @@ class ControlService:
     # -- workloads -----------------------------------------------------------------------
 
     def submit(
-        self,
-        who: Principal,
-        spec: WorkloadSpecT,
-        idempotency_key: str | None = None,
-        *,
-        look_first: bool = True,
-    ) -> tuple[WorkloadView, bool]:
-        """Accept a job or service; with an idempotency key, a retry returns the first one.
-        ``look_first=False`` skips the lookup of the key: a retry then fails the insert on
-        the key's unique constraint (IntegrityError), which :meth:`submit_safely` answers
-        with the first submission, so a first submission costs one query less."""
-        problems = self.check_launchable(spec) if self.check_launchable is not None else []
-        if problems:
-            raise Invalid(f"{spec.kind} {spec.name} cannot run here: {problems[0]['message']}",
-                          problems)  # fmt: skip
-        now = self.clock()
-        data = spec.model_dump(mode="json")
-        with self.db.session() as session:
-            queue = session.get(QueueRow, spec.queue)
-            if queue is None or not who.sees(queue.tenant):
-                raise NotFound(
-                    f"queue {spec.queue!r} not found",
-                    [{"field": "queue", "message": f"no queue {spec.queue!r} you can submit to"}],
-                )
-            tenant = queue.tenant or who.tenant or "admin"
-            if idempotency_key and look_first:
-                found = self._by_key(session, tenant, idempotency_key)
-                if found is not None:
-                    return self._same_or_conflict(found, data), False
-            prefix = "job" if isinstance(spec, TrainingJobSpec) else "svc"
-            row = WorkloadRow(
-                id=f"{prefix}-{secrets.token_hex(4)}",
-                name=spec.name,
-                kind=spec.kind,
-                tenant=tenant,
-                queue=spec.queue,
-                spec=data,
-                replicas=spec.replicas,
-                phase=Phase.PENDING.value,
-                reason_code="NotConsidered",
-                reason="waiting for the next scheduling pass",
-                placements=[],
-                generation=0,
-                restarts=0,
-                idempotency_key=idempotency_key,
-                cancel_requested=False,
-                created_at=now,
-                report_token=new_report_token() if isinstance(spec, TrainingJobSpec) else None,
-            )
-            session.add(row)
-            record_event(session, "workload", row.id, "Submitted", "Submitted",
-                         f"{spec.kind} {spec.name} submitted to queue {spec.queue} by {who.name}",
-                         tenant=tenant, now=now)  # fmt: skip
-        self.wake()
-        return workload_view(row), True
-
-    def submit_safely(
         self, who: Principal, spec: WorkloadSpecT, idempotency_key: str | None = None
     ) -> tuple[WorkloadView, bool]:
-        """:meth:`submit`, resolving a retried key (and the race of two identical keyed
-        submissions) by the key's unique constraint rather than a lookup first."""
-        try:
-            return self.submit(who, spec, idempotency_key, look_first=False)
-        except IntegrityError:
-            if not idempotency_key:
-                raise
-            with self.db.session() as session:
-                queue = session.get(QueueRow, spec.queue)
-                tenant = (queue.tenant if queue else None) or who.tenant or "admin"
-                found = self._by_key(session, tenant, idempotency_key)
-                if found is None:
-                    raise
-                return self._same_or_conflict(found, spec.model_dump(mode="json")), False
+        """Accept a job or service: its view, and whether it is new. With an idempotency
+        key, a retry returns the first submission (and a different spec under the same key
+        is a Conflict)."""
+        result = self.submit_many([(who, spec, idempotency_key)])[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    submit_safely = submit  # the name the API used; both resolve retries by the key
+
+    def submit_many(
+        self, items: Sequence[tuple[Principal, WorkloadSpecT, str | None]]
+    ) -> list[tuple[WorkloadView, bool] | Exception]:
+        """Submissions of many requests in one transaction (the API's group commit), each
+        with its own result or error, as if they had been made one after the other.
+
+        Rows are inserted with ``ON CONFLICT DO NOTHING``: one whose idempotency key the
+        tenant already used (by an earlier request, or an earlier one of this batch) is
+        not inserted, and the row holding the key answers it; one whose random id was
+        taken is given another. A first submission costs its share of two statements."""
+        results: list[tuple[WorkloadView, bool] | Exception | None] = [None] * len(items)
+        now = self.clock()
+        for i, (_, spec, _) in enumerate(items):
+            problems = self.check_launchable(spec) if self.check_launchable is not None else []
+            if problems:
+                results[i] = Invalid(
+                    f"{spec.kind} {spec.name} cannot run here: {problems[0]['message']}", problems
+                )
+        with self.db.session() as session:
+            wanted = sorted({spec.queue for _, spec, _ in items})
+            tenants = dict(
+                session.execute(
+                    select(QueueRow.name, QueueRow.tenant).where(QueueRow.name.in_(wanted))
+                )
+                .tuples()
+                .all()
+            )
+            pending: list[tuple[int, dict[str, object]]] = []
+            for i, (who, spec, key) in enumerate(items):
+                if results[i] is not None:
+                    continue
+                if spec.queue not in tenants or not who.sees(tenants[spec.queue]):
+                    results[i] = NotFound(
+                        f"queue {spec.queue!r} not found",
+                        [
+                            {
+                                "field": "queue",
+                                "message": f"no queue {spec.queue!r} you can submit to",
+                            }
+                        ],
+                    )
+                    continue
+                pending.append((i, self._new_row(who, spec, key, tenants[spec.queue], now)))
+            ids: dict[int, str] = {}
+            for _ in range(5):  # a random id taken twice in a row is already one in 10^19
+                if not pending:
+                    break
+                inserted = set(
+                    session.scalars(
+                        self.db.insert(WorkloadRow)
+                        .on_conflict_do_nothing()
+                        .returning(WorkloadRow.id),
+                        [values for _, values in pending],
+                    )
+                )
+                retry = []
+                for i, values in pending:
+                    if values["id"] in inserted:
+                        ids[i] = str(values["id"])
+                        continue
+                    key = items[i][2]
+                    found = self._by_key(session, str(values["tenant"]), key) if key else None
+                    if found is None:  # the id was taken: another one
+                        retry.append((i, {**values, "id": _workload_id(items[i][1])}))
+                        continue
+                    try:
+                        data = items[i][1].model_dump(mode="json")
+                        results[i] = (self._same_or_conflict(found, data), False)
+                    except Conflict as err:
+                        results[i] = err
+                pending = retry
+            for i, _ in pending:
+                results[i] = Conflict("no free workload id after 5 tries; submit again")
+            if ids:
+                rows = {
+                    row.id: row
+                    for row in session.scalars(
+                        select(WorkloadRow).where(WorkloadRow.id.in_(list(ids.values())))
+                    )
+                }
+                session.execute(
+                    insert(EventRow),
+                    [
+                        {"ts": now, "object_kind": "workload", "object_id": wid,
+                         "tenant": rows[wid].tenant, "type": "Submitted", "reason": "Submitted",
+                         "message": f"{items[i][1].kind} {items[i][1].name} submitted to queue "
+                                    f"{items[i][1].queue} by {items[i][0].name}"}
+                        for i, wid in ids.items()
+                    ],
+                )  # fmt: skip
+                for i, wid in ids.items():
+                    results[i] = (workload_view(rows[wid]), True)
+        if ids:
+            self.wake()
+        return [r if r is not None else Invalid("not submitted") for r in results]
+
+    @staticmethod
+    def _new_row(
+        who: Principal, spec: WorkloadSpecT, key: str | None, tenant: str | None, now: float
+    ) -> dict[str, object]:
+        """A new workload row's columns."""
+        return {
+            "id": _workload_id(spec),
+            "name": spec.name,
+            "kind": spec.kind,
+            "tenant": tenant or who.tenant or "admin",
+            "queue": spec.queue,
+            "spec": spec.model_dump(mode="json"),
+            "replicas": spec.replicas,
+            "phase": Phase.PENDING.value,
+            "reason_code": "NotConsidered",
+            "reason": "waiting for the next scheduling pass",
+            "placements": [],
+            "generation": 0,
+            "restarts": 0,
+            "idempotency_key": key,
+            "cancel_requested": False,
+            "created_at": now,
+            "report_token": new_report_token() if isinstance(spec, TrainingJobSpec) else None,
+        }
 
     @staticmethod
     def _by_key(session: Session, tenant: str, key: str) -> WorkloadRow | None:

@@ -46,7 +46,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from baige import __version__
 from baige.api.common import Name
-from baige.api.loader import AnySpec
 from baige.api.nodes import NodeSpec
 from baige.api.queues import QueueSpec
 from baige.api.views import (
@@ -65,10 +64,10 @@ from baige.control.leadership import Role
 from baige.control.runtime_reports import RuntimeEventsRequest, accept_runtime_events
 from baige.control.service import ControlService
 from baige.control.service_load import running_replicas, service_figures, service_load
-from baige.server.bodies import read_spec, read_spec_then
+from baige.server.batched_writes import HeartbeatBatcher, RegistrationBatcher, SubmissionBatcher
+from baige.server.bodies import read_spec
 from baige.server.gateway import Gateway, LoadBoard
 from baige.server.guards import DataError, RequestLimits, refuse_unstorable
-from baige.server.heartbeats import HeartbeatBatcher
 from baige.server.log_stream import FollowLimit, followed, stream_logs
 from baige.server.metrics import MeasureLatency, make_registry
 from baige.store.db import Database
@@ -381,12 +380,16 @@ def create_app(
     ) -> list[NodeView]:
         return service.list_nodes(who, limit=limit, offset=offset)
 
-    @v1.post("/nodes", tags=["nodes"], status_code=201)
-    def register_nodes(body: NodesRequest, who: Who) -> dict[str, int]:
-        """Register (or update) nodes; registering counts as a heartbeat (admin)."""
-        return {"registered": service.register_nodes(who, body.nodes)}
-
+    registrations = RegistrationBatcher(service)
+    submissions = SubmissionBatcher(service)
     heartbeats = HeartbeatBatcher(service)
+
+    @v1.post("/nodes", tags=["nodes"], status_code=201)
+    async def register_nodes(body: NodesRequest, who: Who) -> dict[str, int]:
+        """Register (or update) nodes; registering counts as a heartbeat (admin).
+        Concurrent registrations are written together, in one transaction."""
+        service.check_registration(who, body.nodes)
+        return {"registered": await registrations.register(who, body.nodes)}
 
     @v1.post("/nodes/heartbeat", tags=["nodes"])
     async def heartbeat(body: HeartbeatRequest, who: Who) -> dict[str, int]:
@@ -452,13 +455,11 @@ def create_app(
             idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
         ) -> WorkloadView:
             """Submit a spec (JSON or YAML). With an ``Idempotency-Key`` header, a retry of the
-            same request returns the first submission instead of a duplicate."""
-
-            def store(spec: AnySpec) -> WorkloadView:
-                assert isinstance(spec, TrainingJobSpec | InferenceServiceSpec)
-                return service.submit_safely(who, spec, idempotency_key)[0]
-
-            return await read_spec_then(request, (spec_type,), what, store)
+            same request returns the first submission instead of a duplicate. Concurrent
+            submissions are stored together, in one transaction."""
+            spec = await read_spec(request, (spec_type,), what)
+            assert isinstance(spec, TrainingJobSpec | InferenceServiceSpec)
+            return (await submissions.submit((who, spec, idempotency_key)))[0]
 
         @v1.get(f"/{path}", tags=[tag], name=f"list_{path}")
         def list_(

@@ -1,6 +1,6 @@
-"""Heartbeats by group commit: concurrent requests share one write, each still answered
-for its own nodes (404 naming the unregistered ones), a failed node recovers; and the HTTP
-endpoint behind it (admin only)."""
+"""Heartbeats and registrations by group commit: concurrent requests share one write, each
+still answered for its own nodes (404 naming the unregistered ones), a failed node
+recovers; and the HTTP endpoints behind them (admin only; a node listed twice is a 400)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from baige.control.auth import Principal, create_token, ensure_admin_token
 from baige.control.errors import NotFound
 from baige.control.service import ControlService
 from baige.server.app import create_app
-from baige.server.heartbeats import HeartbeatBatcher
+from baige.server.batched_writes import HeartbeatBatcher, RegistrationBatcher
 from baige.store.db import Database
 from baige.store.tables import EventRow, NodeRow
 
@@ -33,6 +33,12 @@ class CountingService(ControlService):
         self.calls.append(len(names))
         return super().mark_alive(names)
 
+    def register_nodes(
+        self, who: Principal, specs: Sequence[NodeSpec], *, agent: str = "api"
+    ) -> int:
+        self.calls.append(len(specs))
+        return super().register_nodes(who, specs, agent=agent)
+
 
 @pytest.fixture
 def service(tmp_path: Path):
@@ -43,6 +49,7 @@ def service(tmp_path: Path):
     specs = [NodeSpec(name=f"n{i}", accelerators=AcceleratorGroup(type="h100", count=8))
              for i in range(200)]  # fmt: skip
     svc.register_nodes(ADMIN, specs)
+    svc.calls = []  # the writes of the test itself
     clock[0] = 2000.0
     yield svc
     db.dispose()
@@ -97,3 +104,45 @@ def test_the_endpoint_takes_an_admin_and_names_unregistered_nodes(service, tmp_p
         assert refused.status_code == 403
         anonymous = http.post("/v1/nodes/heartbeat", json={"nodes": ["n1"]})
         assert anonymous.status_code == 401
+
+
+def test_concurrent_registrations_share_writes_and_the_later_spec_wins(service) -> None:
+    batcher = RegistrationBatcher(service)
+    service.calls = []
+
+    def node(name: str, count: int = 8) -> NodeSpec:
+        return NodeSpec(name=name, accelerators=AcceleratorGroup(type="h100", count=count))
+
+    async def boot() -> list[int | BaseException]:
+        requests = [batcher.register(ADMIN, [node(f"new{i}")]) for i in range(60)]
+        requests.append(batcher.register(ADMIN, [node("twice", 8), node("other")]))
+        requests.append(batcher.register(ADMIN, [node("twice", 4)]))  # after: it wins
+        return await asyncio.gather(*requests, return_exceptions=True)
+
+    answers = asyncio.run(boot())
+    assert answers == [1] * 60 + [2, 1]
+    assert len(service.calls) < 10 and sum(service.calls) == 62, service.calls
+    with service.db.session() as session:
+        devices = dict(session.execute(select(NodeRow.name, NodeRow.devices)).all())
+        registered = session.scalars(
+            select(EventRow.object_id).where(EventRow.type == "Registered")
+        ).all()
+    assert devices["twice"] == 4 and devices["new59"] == 8 and devices["other"] == 8
+    assert registered.count("twice") == 1 and len(registered) == 200 + 62
+
+
+def test_the_registration_endpoint_refuses_a_node_named_twice_and_tenants(
+    service, tmp_path
+) -> None:
+    admin = ensure_admin_token(service.db, tmp_path / "admin-token")
+    tenant = create_token(service.db, "alice", "team-a")
+    body = {"nodes": [{"name": "x", "accelerators": {"type": "h100", "count": 8}}]}
+    with TestClient(create_app(service.db, service)) as http:
+        auth = {"Authorization": f"Bearer {admin}"}
+        assert http.post("/v1/nodes", json=body, headers=auth).json() == {"registered": 1}
+        twice = http.post("/v1/nodes", json={"nodes": body["nodes"] * 2}, headers=auth)
+        assert twice.status_code == 400
+        assert "nodes[1].name: node x is listed twice" in twice.json()["error"]
+        refused = http.post("/v1/nodes", json=body,
+                            headers={"Authorization": f"Bearer {tenant}"})  # fmt: skip
+        assert refused.status_code == 403
