@@ -53,15 +53,22 @@ from typing import Any
 GB = 1e9
 SHM = Path("/dev/shm")
 DLROVER_PKGS = ["dlrover", "psutil", "pynvml", "nvidia-ml-py", "deprecated", "wrapt", "grpcio"]
+# what `dlrover-run` needs beside them: its local master imports the Kubernetes client and
+# protobuf (installed in the same pip call, so the `google` namespace folders merge)
+DLROVER_RUN_PKGS = [*DLROVER_PKGS, "kubernetes", "durationpy", "websocket-client",
+                    "requests-oauthlib", "oauthlib", "protobuf", "tornado"]  # fmt: skip
 
 
 # --------------------------------------------------------------------------- setup
 
 
-def install_dlrover(target: Path) -> str | None:
+def install_dlrover(
+    target: Path,
+    packages: list[str] = DLROVER_PKGS,
+    probe: str = "from dlrover.trainer.torch.flash_checkpoint.ddp import DdpCheckpointer",
+) -> str | None:
     """Make DLRover importable from ``target`` (no dependency resolution, so torch stays as
     it is); return None, or why it cannot be used."""
-    probe = "from dlrover.trainer.torch.flash_checkpoint.ddp import DdpCheckpointer"
     env = {**os.environ, "PYTHONPATH": str(target)}
 
     def importable() -> subprocess.CompletedProcess[str]:
@@ -71,7 +78,7 @@ def install_dlrover(target: Path) -> str | None:
     if target.is_dir() and importable().returncode == 0:
         return None
     cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target",
-           str(target), *DLROVER_PKGS]  # fmt: skip
+           str(target), *packages]  # fmt: skip
     try:
         pip = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=600)
     except (OSError, subprocess.TimeoutExpired) as exc:

@@ -1,5 +1,5 @@
-"""Benchmark: a rank killed → the job training again, `baige run` against `baige run --cold`
-and plain `torchrun`, on the same trainer with the same checkpoints.
+"""Benchmark: a rank killed → the job training again, `baige run` against `baige run --cold`,
+plain `torchrun` and `dlrover-run`, on the same trainer with the same checkpoints.
 
 The trainer is ``examples/runtime/train_transformer.py`` (2 ranks, gloo, CPU, a flash
 checkpoint into shared memory every 5 steps; it restores from there under every launcher).
@@ -11,6 +11,10 @@ workers' own log lines; ``bench/runtime_faults.py`` does the parsing).
 
 `baige run` starts a Python script's ranks warm (``baige.runtime.warm``: forked from a
 process that has torch imported); ``--cold`` starts them as new processes, as torchrun does.
+``dlrover-run`` (DLRover's launcher: a local master, its own agent and rendezvous) is
+installed on first use into its own folder (``--dlrover-dir``, torch untouched) and run
+through ``bench/dlrover_run_compat.py`` (one argument torch 2.13 added); when it cannot be
+installed it is left out, with the reason.
 
     python bench/recovery_kill.py [--rounds 3] [--duration 45] [--every 12]
 """
@@ -26,8 +30,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import runtime_faults as rf  # the benchmark next to this one
+from ckpt_peers import DLROVER_RUN_PKGS, install_dlrover  # DLRover in its own folder
 
-LAUNCHERS = ("baige", "baige-cold", "torchrun")
+LAUNCHERS = ("baige", "baige-cold", "torchrun", "dlrover")
 
 
 def one_run(kind: str, args: argparse.Namespace, work: Path) -> list[float]:
@@ -43,12 +48,20 @@ def main() -> None:
     p.add_argument("--every", type=float, default=12.0, help="seconds between kills")
     p.add_argument("--nproc", type=int, default=2)
     p.add_argument("--launchers", default=",".join(LAUNCHERS))
+    p.add_argument("--dlrover-dir", type=Path,
+                   default=Path(tempfile.gettempdir()) / "baige-bench-dlrover-run")  # fmt: skip
     args = p.parse_args()
     launchers = [x.strip() for x in args.launchers.split(",") if x.strip()]
     if not launchers or any(x not in LAUNCHERS for x in launchers) or "baige" not in launchers:
         p.error(f"--launchers: baige and some of {', '.join(LAUNCHERS)}")
     if args.rounds < 1 or args.every * 2 > args.duration:
         p.error("--rounds >= 1, and --duration must hold at least one kill (2 × --every)")
+    if "dlrover" in launchers:
+        probe = "import dlrover.python.master.main, dlrover.trainer.torch.elastic_run"
+        why = install_dlrover(args.dlrover_dir, DLROVER_RUN_PKGS, probe)
+        if why is not None:
+            print(f"dlrover-run left out: {why}", flush=True)
+            launchers.remove("dlrover")
     # what run_one expects of runtime_faults' own arguments
     args.hang_timeout, args.pg_timeout, args.d_model, args.layers = 20.0, 600.0, 96, 3
     work = Path(tempfile.mkdtemp(prefix="baige-recovery-bench-"))

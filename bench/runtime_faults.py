@@ -136,6 +136,12 @@ def run_one(kind: str, args: argparse.Namespace, faults: str, work: Path) -> dic
         cmd = [sys.executable, "-m", "baige.runtime", "--run-dir", str(run_dir),
                "--nproc-per-node", str(args.nproc), "--max-restarts", "100",
                "--hang-timeout", str(args.hang_timeout), *cold, "--", *train]  # fmt: skip
+    elif kind == "dlrover":  # dlrover-run, its local master and agent (dlrover_run_compat)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(args.dlrover_dir), env.get("PYTHONPATH", "")) if p
+        )
+        cmd = [sys.executable, str(ROOT / "bench" / "dlrover_run_compat.py"), "--standalone",
+               "--nproc_per_node", str(args.nproc), "--max-restarts", "100", *train]  # fmt: skip
     else:
         env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
         torchrun = str(Path(sys.executable).with_name("torchrun"))
@@ -158,6 +164,8 @@ def run_one(kind: str, args: argparse.Namespace, faults: str, work: Path) -> dic
                 proc.wait()
         else:
             t_stop = time.time()
+        with contextlib.suppress(ProcessLookupError):  # what the launcher left (a master)
+            os.killpg(proc.pid, signal.SIGKILL)
     stop_all(run_dir, grace_s=40)
     result = analyse(kind, run_dir, out_path.read_text(), t_launch, t_stop)
     result["snapshot"] = read_snapshot(run_dir / "ckpt")
