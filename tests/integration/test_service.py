@@ -88,12 +88,12 @@ def test_tokens_and_admin_token_file(db_url: str, tmp_path) -> None:
 
 
 def test_idempotent_submission(service: ControlService) -> None:
-    first, created = service.submit_safely(ALICE, job(), "key-1")
-    again, created_again = service.submit_safely(ALICE, job(), "key-1")
+    first, created = service.submit(ALICE, job(), "key-1")
+    again, created_again = service.submit(ALICE, job(), "key-1")
     assert created and not created_again and again.id == first.id
     with pytest.raises(Conflict, match="different spec"):
-        service.submit_safely(ALICE, job(replicas=2), "key-1")
-    other, _ = service.submit_safely(ALICE, job(), "key-2")
+        service.submit(ALICE, job(replicas=2), "key-1")
+    other, _ = service.submit(ALICE, job(), "key-2")
     assert other.id != first.id
     assert len(service.list_workloads(ALICE)) == 2
 

@@ -479,8 +479,6 @@ class ControlService:
             raise result
         return result
 
-    submit_safely = submit  # the name the API used; both resolve retries by the key
-
     def submit_many(
         self, items: Sequence[tuple[Principal, WorkloadSpecT, str | None]]
     ) -> list[tuple[WorkloadView, bool] | Exception]:

@@ -7,8 +7,6 @@ Submissions come from the CLI (YAML files, with their line numbers) and from scr
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from typing import TypeVar
 
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
@@ -17,9 +15,8 @@ from baige.api.loader import AnySpec, SpecError, load_specs, parse_spec
 from baige.api.parse_limits import load_json
 from baige.control.errors import Invalid
 
-__all__ = ["MAX_BODY", "read_body", "read_spec", "read_spec_then"]
+__all__ = ["MAX_BODY", "read_body", "read_spec"]
 
-T = TypeVar("T")
 
 MAX_BODY = 1 << 20  # a spec is small; refuse anything over 1 MiB
 
@@ -51,25 +48,10 @@ async def read_spec(request: Request, expected: tuple[type[AnySpec], ...], what:
     """The one spec in the request body. Parsing and validation run in a worker thread: they
     are bounded (:mod:`baige.api.parse_limits`), but a second or so of a hostile body must
     not stall every other request on the event loop."""
-    return await read_spec_then(request, expected, what, lambda spec: spec)
-
-
-async def read_spec_then(
-    request: Request,
-    expected: tuple[type[AnySpec], ...],
-    what: str,
-    then: Callable[[AnySpec], T],
-) -> T:
-    """:func:`read_spec`, then ``then(spec)`` on the same worker thread: a submission is
-    parsed and stored in one hop off the event loop, not two."""
     body = await read_body(request)
     content_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
     source = request.headers.get("x-baige-source", "request body")
-
-    def parse_then() -> T:
-        return then(_parse_body(body, content_type, source, expected, what))
-
-    return await run_in_threadpool(parse_then)
+    return await run_in_threadpool(_parse_body, body, content_type, source, expected, what)
 
 
 def _parse_body(
